@@ -1,0 +1,32 @@
+//! vault-secrets-provider: a HashiCorp Vault / OpenBao provider for the
+//! Kubernetes Secrets Store CSI Driver.
+//!
+//! The driver calls us over a Unix socket for every pod volume it mounts. The
+//! modules follow one Mount through the provider:
+//!
+//! - [`server`]: the Unix socket, the gRPC service (`Version`, `Mount`), the
+//!   HTTP/2 `:authority` repair older drivers need, and graceful shutdown.
+//! - [`request`]: the driver's `attributes`, `secrets` and `permission` parsed
+//!   once into a typed [`request::MountPlan`]; everything after works on it.
+//! - [`vault`]: the Vault client (per-request namespace, typed errors), login
+//!   and the token cache.
+//! - [`mount`]: runs a plan: one Vault call per distinct source, concurrently,
+//!   then renders files and versions, all or nothing.
+//! - [`render`]: Vault response → file bytes.
+//! - [`version`]: keyed object versions that reveal nothing of the content.
+//! - [`error`]: the one place where failures become gRPC status codes.
+//! - [`telemetry`]: logging setup and the health endpoint.
+//! - [`cli`]: the command line.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod cli;
+pub mod error;
+pub mod mount;
+pub mod proto;
+pub mod render;
+pub mod request;
+pub mod server;
+pub mod telemetry;
+pub mod vault;
+pub mod version;

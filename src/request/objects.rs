@@ -1,0 +1,500 @@
+//! The `objects` parameter: a YAML list in HashiCorp's schema, parsed into
+//! typed [`ObjectSpec`]s.
+//!
+//! Values are read the way HashiCorp's provider (Go yaml.v3) reads them, so an
+//! existing SecretProviderClass keeps its meaning: `filePermission: 0640` is
+//! octal, scalar fields accept numbers, unknown fields are ignored (and logged
+//! by name, never by value).
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+use serde_yaml_ng::Value as Yaml;
+
+use super::path::FilePath;
+use super::{Namespace, RequestError};
+
+/// Most objects one SecretProviderClass may list; far above any real use, low
+/// enough that a hostile SPC cannot make one Mount fan out without bound.
+pub const MAX_OBJECTS: usize = 1000;
+
+/// One entry of `objects`: what to fetch and how to turn it into a file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObjectSpec {
+    /// The file path in the volume and the `ObjectVersion` id.
+    pub name: FilePath,
+    /// Where the data comes from; objects with equal sources share one response.
+    pub source: Source,
+    /// Which part of the response becomes the file.
+    pub selection: Selection,
+    /// How a selected value is decoded before it is written.
+    pub encoding: Encoding,
+    /// `filePermission`, if given (otherwise the request's default applies).
+    pub mode: Option<u32>,
+}
+
+/// One Vault request. Equal sources within a Mount are fetched once, so a
+/// certificate and its key (or a username and its password) always match.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Source {
+    /// Vault namespace of the read (`None` = root namespace).
+    pub namespace: Option<Namespace>,
+    /// API path without `/v1/` and without query, e.g. `secret/data/app`.
+    pub path: String,
+    /// Query parameters from `secretPath`, e.g. `version=2`.
+    pub query: Vec<(String, String)>,
+    /// HTTP method.
+    pub method: Method,
+    /// `secretArgs` as canonical JSON (sorted keys), sent as the request body.
+    pub args: Option<String>,
+}
+
+impl Source {
+    /// The path with its query, as the user wrote it (for messages).
+    pub fn display_path(&self) -> String {
+        if self.query.is_empty() {
+            self.path.clone()
+        } else {
+            let query: Vec<String> = self.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{}?{}", self.path, query.join("&"))
+        }
+    }
+}
+
+/// HTTP methods an object may use. `LIST` is Vault's list operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Method {
+    /// Read (the default).
+    Get,
+    /// Write with `secretArgs` as body, e.g. PKI issue.
+    Put,
+    /// Same as PUT for Vault.
+    Post,
+    /// Vault's LIST.
+    List,
+}
+
+impl Method {
+    fn parse(raw: &str) -> Option<Self> {
+        match raw.to_ascii_uppercase().as_str() {
+            "" | "GET" => Some(Self::Get),
+            "PUT" => Some(Self::Put),
+            "POST" => Some(Self::Post),
+            "LIST" => Some(Self::List),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Get => "GET",
+            Self::Put => "PUT",
+            Self::Post => "POST",
+            Self::List => "LIST",
+        })
+    }
+}
+
+/// Which part of the Vault response becomes the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// The whole response envelope as JSON, byte-compatible with HashiCorp's
+    /// provider (its behaviour when `secretKey` is empty).
+    Response,
+    /// Only the secret's data as JSON: `data.data` for KV v2, else `data`
+    /// (`render: data`).
+    Data,
+    /// One key of the data (`secretKey`).
+    Key(String),
+}
+
+/// `encoding`: how a selected value is decoded before writing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// Written as is.
+    Utf8,
+    /// Standard base64, decoded to bytes.
+    Base64,
+    /// Hex, decoded to bytes.
+    Hex,
+}
+
+/// Parses the `objects` YAML. `default_namespace` is the namespace objects
+/// without their own `vaultNamespace` read from.
+pub fn parse(
+    raw: &str,
+    default_namespace: Option<&Namespace>,
+) -> Result<Vec<ObjectSpec>, RequestError> {
+    let invalid = |msg: String| RequestError::invalid("objects", msg);
+    if raw.trim().is_empty() {
+        return Err(invalid("no objects configured".into()));
+    }
+    let entries: Vec<Yaml> = match serde_yaml_ng::from_str::<Yaml>(raw) {
+        Ok(Yaml::Sequence(entries)) => entries,
+        Ok(Yaml::Null) => Vec::new(),
+        Ok(_) => return Err(invalid("must be a YAML list of objects".into())),
+        Err(err) => return Err(invalid(format!("is not valid YAML: {err}"))),
+    };
+    if entries.is_empty() {
+        return Err(invalid("no objects configured".into()));
+    }
+    if entries.len() > MAX_OBJECTS {
+        return Err(invalid(format!(
+            "lists {} objects; at most {MAX_OBJECTS} are allowed",
+            entries.len()
+        )));
+    }
+    let objects = entries
+        .into_iter()
+        .enumerate()
+        .map(|(index, entry)| parse_object(index, entry, default_namespace))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut seen = HashSet::new();
+    let mut duplicates: Vec<&str> = objects
+        .iter()
+        .filter(|o| !seen.insert(o.name.as_str()))
+        .map(|o| o.name.as_str())
+        .collect();
+    if !duplicates.is_empty() {
+        duplicates.sort_unstable();
+        duplicates.dedup();
+        return Err(invalid(format!(
+            "objectName must be unique; duplicated: {}",
+            duplicates.join(", ")
+        )));
+    }
+    // The driver creates one top-level entry per first path element, so
+    // `a` and `a/b` cannot both exist.
+    let names: HashSet<&str> = objects.iter().map(|o| o.name.as_str()).collect();
+    for object in &objects {
+        let name = object.name.as_str();
+        let mut prefix_end = 0;
+        while let Some(pos) = name[prefix_end..].find('/') {
+            let prefix = &name[..prefix_end + pos];
+            if names.contains(prefix) {
+                return Err(invalid(format!(
+                    "objectName {prefix:?} is a file but {name:?} needs it as a directory"
+                )));
+            }
+            prefix_end += pos + 1;
+        }
+    }
+    Ok(objects)
+}
+
+fn parse_object(
+    index: usize,
+    entry: Yaml,
+    default_namespace: Option<&Namespace>,
+) -> Result<ObjectSpec, RequestError> {
+    let position = format!("objects[{index}]");
+    let Yaml::Mapping(mapping) = entry else {
+        return Err(RequestError::invalid(&position, "must be a mapping with objectName and secretPath"));
+    };
+    let mut fields: BTreeMap<String, Yaml> = BTreeMap::new();
+    for (key, value) in mapping {
+        let Some(key) = scalar(&key) else {
+            return Err(RequestError::invalid(&position, "has a field name that is not a string"));
+        };
+        fields.insert(key, value);
+    }
+
+    let name_raw = string_field(&mut fields, "objectName", &position)?
+        .ok_or_else(|| RequestError::invalid(&position, "objectName is required"))?;
+    let name = FilePath::parse(&name_raw)
+        .map_err(|why| RequestError::invalid(&position, format!("objectName {name_raw:?} {why}")))?;
+    // From here on, messages name the object rather than its index.
+    let position = format!("object {name_raw:?}");
+
+    let path_raw = string_field(&mut fields, "secretPath", &position)?
+        .ok_or_else(|| RequestError::invalid(&position, "secretPath is required"))?;
+    let (path, query) = parse_secret_path(&path_raw)
+        .map_err(|why| RequestError::invalid(&position, format!("secretPath {why}")))?;
+
+    let method_raw = string_field(&mut fields, "method", &position)?.unwrap_or_default();
+    let method = Method::parse(&method_raw).ok_or_else(|| {
+        RequestError::invalid(&position, format!("method {method_raw:?} is not one of GET, PUT, POST, LIST"))
+    })?;
+
+    let args = match fields.remove("secretArgs") {
+        None | Some(Yaml::Null) => None,
+        Some(value @ Yaml::Mapping(_)) => {
+            let json = serde_json::to_value(&value).map_err(|err| {
+                RequestError::invalid(&position, format!("secretArgs cannot be sent as JSON: {err}"))
+            })?;
+            // serde_json's map is ordered by key, so this string is canonical.
+            Some(json.to_string())
+        }
+        Some(_) => return Err(RequestError::invalid(&position, "secretArgs must be a mapping")),
+    };
+
+    let namespace = match string_field(&mut fields, "vaultNamespace", &position)? {
+        Some(raw) => Namespace::parse(&raw)
+            .map_err(|why| RequestError::invalid(&position, format!("vaultNamespace {why}")))?,
+        None => default_namespace.cloned(),
+    };
+
+    let secret_key = string_field(&mut fields, "secretKey", &position)?.filter(|k| !k.is_empty());
+    let render = string_field(&mut fields, "render", &position)?;
+    let selection = match (secret_key, render.as_deref()) {
+        (Some(key), None) => Selection::Key(key),
+        (Some(_), Some(_)) => {
+            return Err(RequestError::invalid(&position, "set either secretKey or render, not both"));
+        }
+        (None, None | Some("response")) => Selection::Response,
+        (None, Some("data")) => Selection::Data,
+        (None, Some(other)) => {
+            return Err(RequestError::invalid(
+                &position,
+                format!("render {other:?} is not one of response, data"),
+            ));
+        }
+    };
+
+    let encoding_raw = string_field(&mut fields, "encoding", &position)?.unwrap_or_default();
+    let encoding = match encoding_raw.to_ascii_lowercase().as_str() {
+        "" | "utf-8" | "utf8" => Encoding::Utf8,
+        "base64" => Encoding::Base64,
+        "hex" => Encoding::Hex,
+        _ => {
+            return Err(RequestError::invalid(
+                &position,
+                format!("encoding {encoding_raw:?} is not one of utf-8, base64, hex"),
+            ));
+        }
+    };
+
+    let mode = match fields.remove("filePermission") {
+        None | Some(Yaml::Null) => None,
+        Some(value) => Some(parse_mode(&value).map_err(|why| {
+            RequestError::invalid(&position, format!("filePermission {why}"))
+        })?),
+    };
+
+    if !fields.is_empty() {
+        let unknown: Vec<&str> = fields.keys().map(String::as_str).collect();
+        tracing::warn!(object = %name, fields = ?unknown, "ignoring unknown object fields");
+    }
+
+    Ok(ObjectSpec {
+        name,
+        source: Source {
+            namespace,
+            path,
+            query,
+            method,
+            args,
+        },
+        selection,
+        encoding,
+        mode,
+    })
+}
+
+/// Text of a YAML scalar, the way yaml.v3 would decode it into a Go string.
+fn scalar(value: &Yaml) -> Option<String> {
+    match value {
+        Yaml::String(s) => Some(s.clone()),
+        Yaml::Number(n) => Some(n.to_string()),
+        Yaml::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn string_field(
+    fields: &mut BTreeMap<String, Yaml>,
+    name: &str,
+    position: &str,
+) -> Result<Option<String>, RequestError> {
+    match fields.remove(name) {
+        None | Some(Yaml::Null) => Ok(None),
+        Some(value) => scalar(&value)
+            .map(Some)
+            .ok_or_else(|| RequestError::invalid(position, format!("{name} must be a string"))),
+    }
+}
+
+/// Splits `secretPath` into an API path and query. Accepts the forms
+/// HashiCorp's provider accepts: `a/b`, `/a/b`, `v1/a/b`, `/v1/a/b`.
+fn parse_secret_path(raw: &str) -> Result<(String, Vec<(String, String)>), String> {
+    let (path, query) = match raw.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (raw, None),
+    };
+    let path = path.trim_start_matches('/');
+    let path = path.strip_prefix("v1/").unwrap_or(path);
+    let path = path.trim_end_matches('/');
+    if path.is_empty() {
+        return Err(format!("{raw:?} names no path"));
+    }
+    if path
+        .split('/')
+        .any(|segment| segment.is_empty() || segment == "." || segment == "..")
+    {
+        return Err(format!("{raw:?} must not contain empty, '.' or '..' segments"));
+    }
+    if path.chars().any(char::is_control) {
+        return Err(format!("{raw:?} must not contain control characters"));
+    }
+    let query = query
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((path.to_owned(), query))
+}
+
+/// A file mode as yaml.v3 decodes it into Go's `os.FileMode`: an integer
+/// whose text follows Go's base prefixes (`0640` octal, `0o640`, `0x1a4`,
+/// otherwise decimal). Only permission bits are allowed.
+fn parse_mode(value: &Yaml) -> Result<u32, String> {
+    let mode = match value {
+        Yaml::Number(n) => n
+            .as_u64()
+            .ok_or_else(|| format!("{n} is not a non-negative integer"))?,
+        Yaml::String(s) => parse_go_int(s).ok_or_else(|| format!("{s:?} is not an integer"))?,
+        _ => return Err("must be an integer such as 0644".into()),
+    };
+    if mode > 0o777 {
+        return Err(format!("{mode:#o} has bits outside 0777"));
+    }
+    Ok(mode as u32)
+}
+
+fn parse_go_int(text: &str) -> Option<u64> {
+    let text = text.trim().replace('_', "");
+    let (digits, radix) = if let Some(rest) = text.strip_prefix("0o").or_else(|| text.strip_prefix("0O")) {
+        (rest.to_owned(), 8)
+    } else if let Some(rest) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        (rest.to_owned(), 16)
+    } else if text.len() > 1 && text.starts_with('0') {
+        (text[1..].to_owned(), 8)
+    } else {
+        (text, 10)
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    u64::from_str_radix(&digits, radix).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(yaml: &str) -> ObjectSpec {
+        let mut objects = parse(yaml, None).expect("valid objects");
+        assert_eq!(objects.len(), 1);
+        objects.remove(0)
+    }
+
+    fn error(yaml: &str) -> String {
+        parse(yaml, None).expect_err("should be refused").to_string()
+    }
+
+    #[test]
+    fn hashicorp_example_parses() {
+        let o = one(
+            "- objectName: \"db-password\"\n  secretPath: \"secret/data/db-pass\"\n  secretKey: \"password\"\n",
+        );
+        assert_eq!(o.name.as_str(), "db-password");
+        assert_eq!(o.source.path, "secret/data/db-pass");
+        assert_eq!(o.source.method, Method::Get);
+        assert_eq!(o.selection, Selection::Key("password".into()));
+        assert_eq!(o.encoding, Encoding::Utf8);
+        assert_eq!(o.mode, None);
+    }
+
+    #[test]
+    fn secret_path_forms_and_query() {
+        for form in ["secret/data/x", "/secret/data/x", "v1/secret/data/x", "/v1/secret/data/x"] {
+            let o = one(&format!("- objectName: a\n  secretPath: {form}?version=3\n"));
+            assert_eq!(o.source.path, "secret/data/x");
+            assert_eq!(o.source.query, vec![("version".to_owned(), "3".to_owned())]);
+            assert_eq!(o.source.display_path(), "secret/data/x?version=3");
+        }
+        assert!(error("- objectName: a\n  secretPath: secret/../sys/x\n").contains("'..'"));
+        assert!(error("- objectName: a\n  secretPath: /v1/\n").contains("names no path"));
+    }
+
+    #[test]
+    fn file_permission_is_read_like_yaml_v3() {
+        for (text, mode) in [("0640", 0o640), ("420", 420), ("0o600", 0o600), ("0x1A4", 0o644), ("'0400'", 0o400)] {
+            let o = one(&format!("- objectName: a\n  secretPath: s/x\n  filePermission: {text}\n"));
+            assert_eq!(o.mode, Some(mode), "filePermission: {text}");
+        }
+        assert!(error("- objectName: a\n  secretPath: s/x\n  filePermission: 01777\n").contains("outside 0777"));
+        assert!(error("- objectName: a\n  secretPath: s/x\n  filePermission: rw\n").contains("filePermission"));
+        assert!(error("- objectName: a\n  secretPath: s/x\n  filePermission: -1\n").contains("filePermission"));
+    }
+
+    #[test]
+    fn secret_args_are_canonical_and_part_of_the_source() {
+        let a = one("- objectName: a\n  secretPath: pki/issue/r\n  method: PUT\n  secretArgs:\n    ttl: 1h\n    common_name: x\n");
+        let b = one("- objectName: b\n  secretPath: pki/issue/r\n  method: put\n  secretArgs: {common_name: x, ttl: 1h}\n");
+        assert_eq!(a.source, b.source);
+        assert_eq!(a.source.args.as_deref(), Some(r#"{"common_name":"x","ttl":"1h"}"#));
+        let c = one("- objectName: c\n  secretPath: pki/issue/r\n  method: PUT\n  secretArgs: {common_name: y}\n");
+        assert_ne!(a.source, c.source);
+    }
+
+    #[test]
+    fn encodings_methods_and_render() {
+        let o = one("- objectName: a\n  secretPath: s/x\n  secretKey: k\n  encoding: BASE64\n");
+        assert_eq!(o.encoding, Encoding::Base64);
+        let o = one("- objectName: a\n  secretPath: s/x\n  render: data\n");
+        assert_eq!(o.selection, Selection::Data);
+        assert!(error("- objectName: a\n  secretPath: s/x\n  encoding: rot13\n").contains("encoding"));
+        assert!(error("- objectName: a\n  secretPath: s/x\n  method: DELETE\n").contains("method"));
+        assert!(error("- objectName: a\n  secretPath: s/x\n  render: all\n").contains("render"));
+        assert!(error("- objectName: a\n  secretPath: s/x\n  secretKey: k\n  render: data\n").contains("not both"));
+    }
+
+    #[test]
+    fn numeric_scalars_are_strings() {
+        let o = one("- objectName: 2024\n  secretPath: s/x\n  secretKey: 123\n");
+        assert_eq!(o.name.as_str(), "2024");
+        assert_eq!(o.selection, Selection::Key("123".into()));
+    }
+
+    #[test]
+    fn namespaces_per_object() {
+        let default = Namespace::parse("admin/deployments/a").unwrap();
+        let objects = parse(
+            "- objectName: a\n  secretPath: s/x\n- objectName: b\n  secretPath: pki/issue/r\n  vaultNamespace: /admin/central/\n",
+            default.as_ref(),
+        )
+        .unwrap();
+        assert_eq!(objects[0].source.namespace.as_ref().unwrap().as_str(), "admin/deployments/a");
+        assert_eq!(objects[1].source.namespace.as_ref().unwrap().as_str(), "admin/central");
+    }
+
+    #[test]
+    fn structural_errors_are_clear() {
+        assert!(error("").contains("no objects"));
+        assert!(error("[]").contains("no objects"));
+        assert!(error("a: b").contains("YAML list"));
+        assert!(error("- objectName: [a\n").contains("not valid YAML"));
+        assert!(error("- secretPath: s/x\n").contains("objectName is required"));
+        assert!(error("- objectName: a\n").contains("secretPath is required"));
+        assert!(error("- objectName: ../a\n  secretPath: s/x\n").contains("objectName"));
+        assert!(error("- objectName: /a\n  secretPath: s/x\n").contains("relative"));
+        assert!(error("- objectName: a\n  secretPath: s/x\n- objectName: a\n  secretPath: s/y\n").contains("duplicated: a"));
+        assert!(error("- objectName: a\n  secretPath: s/x\n- objectName: a/b\n  secretPath: s/y\n").contains("directory"));
+        assert!(error("- objectName: a\n  secretPath: [x]\n").contains("secretPath must be a string"));
+        assert!(error("- just a string\n").contains("mapping"));
+    }
+
+    #[test]
+    fn too_many_objects_are_refused() {
+        let yaml: String = (0..=MAX_OBJECTS)
+            .map(|i| format!("- objectName: o{i}\n  secretPath: s/x\n"))
+            .collect();
+        assert!(error(&yaml).contains("at most"));
+    }
+}

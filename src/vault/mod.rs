@@ -1,0 +1,490 @@
+//! Talking to Vault / OpenBao.
+//!
+//! vaultrs does the logins (AppRole, Kubernetes, JWT): we implement its
+//! `Client` trait on a short-lived [`Scoped`] view that carries the namespace
+//! and shares our connection pool, because vaultrs itself fixes the namespace
+//! per client and builds a new connection pool per client. Reads go through
+//! [`Vault::read`], our own request path, because vaultrs has no call for an
+//! arbitrary path and method (which `objects` needs: KV v1/v2, PKI, any engine)
+//! and reports 403/404 in two different shapes; here every failure becomes one
+//! typed [`VaultError`].
+
+pub mod tokens;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use vaultrs::api::{AuthInfo, EndpointMiddleware};
+use vaultrs::client::VaultClientSettings;
+use vaultrs::error::ClientError;
+
+use crate::request::{AuthMethod, AuthPlan, Method, Namespace, Source, TlsSettings, VaultTarget};
+pub use tokens::{Identity, Origin, Token, TokenCache};
+
+/// Largest Vault response we accept. The driver's gRPC limit is 4 MiB for a
+/// whole Mount, so anything bigger cannot be delivered anyway.
+const MAX_RESPONSE_BYTES: usize = 8 << 20;
+/// Longest Vault error text we repeat in a message.
+const MAX_ERROR_TEXT: usize = 300;
+
+/// A failed Vault interaction, by what the pod owner should do about it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum VaultError {
+    /// Vault refused the login (wrong role or secret ID, expired secret ID,
+    /// JWT rejected).
+    #[error("Vault refused the login: {0}")]
+    LoginRefused(String),
+    /// The token is valid but its policy does not allow the request.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// No secret, version or namespace at that path.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Vault rejected the request's parameters (HTTP 400 on a read or write).
+    #[error("Vault rejected the request: {0}")]
+    Rejected(String),
+    /// Unreachable, sealed, overloaded or too slow: worth retrying.
+    #[error("Vault is unavailable: {0}")]
+    Unavailable(String),
+    /// The provider's own TLS configuration cannot be used.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    /// Vault answered something we cannot use.
+    #[error("unexpected response from Vault: {0}")]
+    Unexpected(String),
+}
+
+/// Settings that apply to every Vault request.
+#[derive(Clone, Debug)]
+pub struct VaultConfig {
+    /// Deadline for one HTTP request to Vault.
+    pub request_timeout: Duration,
+    /// Most identities whose tokens are cached.
+    pub token_cache_size: usize,
+}
+
+/// The provider's Vault client: connection pools per TLS setting, and the
+/// token cache.
+pub struct Vault {
+    pools: Mutex<HashMap<TlsSettings, reqwest::Client>>,
+    tokens: TokenCache,
+    config: VaultConfig,
+    /// vaultrs requires settings on its client trait; nothing reads them in
+    /// the calls we make, so one inert copy serves every scope.
+    inert_settings: VaultClientSettings,
+}
+
+impl Vault {
+    /// A client with empty caches.
+    pub fn new(config: VaultConfig) -> Self {
+        Self {
+            pools: Mutex::new(HashMap::new()),
+            tokens: TokenCache::new(config.token_cache_size),
+            inert_settings: VaultClientSettings {
+                address: url::Url::parse("http://127.0.0.1:8200").expect("static URL"),
+                ca_certs: Vec::new(),
+                identity: None,
+                timeout: Some(config.request_timeout),
+                token: String::new(),
+                verify: true,
+                version: 1,
+                wrapping: false,
+                namespace: None,
+                proxy: None,
+            },
+            config,
+        }
+    }
+
+    /// The token cache (for metrics and tests).
+    pub fn tokens(&self) -> &TokenCache {
+        &self.tokens
+    }
+
+    /// A token for the plan's identity: cached, or from one login shared by
+    /// all concurrent callers.
+    pub async fn token(
+        &self,
+        target: &VaultTarget,
+        auth: &AuthPlan,
+    ) -> Result<(Identity, Token, Origin), VaultError> {
+        let identity = identity_of(target, auth);
+        let (token, origin) = self
+            .tokens
+            .get_or_login(&identity, || self.login(target, auth))
+            .await?;
+        Ok((identity, token, origin))
+    }
+
+    /// Forgets a token that Vault no longer accepts.
+    pub fn invalidate(&self, identity: &Identity, token: &Token) {
+        self.tokens.invalidate(identity, token);
+    }
+
+    async fn login(&self, target: &VaultTarget, auth: &AuthPlan) -> Result<Token, VaultError> {
+        let (namespace, mount) = match auth {
+            AuthPlan::AppRole { namespace, mount, .. } | AuthPlan::ServiceAccount { namespace, mount, .. } => {
+                (namespace.as_ref(), mount.as_str())
+            }
+        };
+        let scope = Scoped {
+            http: rustify::clients::reqwest::Client::new(
+                target.address.as_str().trim_end_matches('/'),
+                self.pool(&target.tls)?,
+            ),
+            middle: EndpointMiddleware {
+                token: String::new(),
+                version: "v1".to_owned(),
+                wrap: None,
+                namespace: namespace.map(|ns| ns.as_str().to_owned()),
+            },
+            settings: &self.inert_settings,
+        };
+        let result = match auth {
+            AuthPlan::AppRole { role_id, secret_id, .. } => {
+                vaultrs::auth::approle::login(&scope, mount, role_id, secret_id.expose_secret()).await
+            }
+            AuthPlan::ServiceAccount { method: AuthMethod::Jwt, role, jwt, .. } => {
+                vaultrs::auth::oidc::login(&scope, mount, jwt.expose_secret(), Some(role.clone())).await
+            }
+            AuthPlan::ServiceAccount { role, jwt, .. } => {
+                vaultrs::auth::kubernetes::login(&scope, mount, role, jwt.expose_secret()).await
+            }
+        };
+        let where_ = format!(
+            "auth/{mount} in namespace {}",
+            namespace.map_or("(root)", Namespace::as_str)
+        );
+        let info: AuthInfo = result.map_err(|err| login_error(err, &where_))?;
+        if info.client_token.is_empty() {
+            return Err(VaultError::Unexpected(format!("login at {where_} returned no token")));
+        }
+        Ok(Token {
+            secret: Arc::new(SecretString::from(info.client_token)),
+            ttl: Duration::from_secs(info.lease_duration),
+        })
+    }
+
+    /// Performs one object's request and returns Vault's whole JSON response.
+    pub async fn read(
+        &self,
+        target: &VaultTarget,
+        token: &Token,
+        source: &Source,
+    ) -> Result<serde_json::Value, VaultError> {
+        let http = self.pool(&target.tls)?;
+        let mut url = target.address.clone();
+        {
+            let mut segments = url
+                .path_segments_mut()
+                .map_err(|()| VaultError::Unexpected("Vault address cannot hold a path".into()))?;
+            segments.pop_if_empty().push("v1");
+            segments.extend(source.path.split('/'));
+        }
+        {
+            let mut query = url.query_pairs_mut();
+            for (key, value) in &source.query {
+                query.append_pair(key, value);
+            }
+            if source.method == Method::List {
+                query.append_pair("list", "true");
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+
+        let method = match source.method {
+            Method::Get | Method::List => reqwest::Method::GET,
+            Method::Put => reqwest::Method::PUT,
+            Method::Post => reqwest::Method::POST,
+        };
+        let mut request = http
+            .request(method, url)
+            .header("X-Vault-Request", "true")
+            .header("X-Vault-Token", token.secret.expose_secret());
+        if let Some(namespace) = &source.namespace {
+            request = request.header("X-Vault-Namespace", namespace.as_str());
+        }
+        if let Some(args) = &source.args {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(args.clone());
+        }
+
+        let what = describe(source);
+        let response = request.send().await.map_err(|err| transport_error(&err, &what))?;
+        let status = response.status();
+        let body = read_body(response, &what).await?;
+        if status.is_success() {
+            if body.is_empty() {
+                return Err(VaultError::NotFound(format!("{what}: Vault returned no data")));
+            }
+            return serde_json::from_slice(&body)
+                .map_err(|_| VaultError::Unexpected(format!("{what}: response is not JSON")));
+        }
+        Err(status_error(status.as_u16(), &body, &what))
+    }
+
+    /// The connection pool for a TLS setting, built on first use.
+    fn pool(&self, tls: &TlsSettings) -> Result<reqwest::Client, VaultError> {
+        let mut pools = self.pools.lock().expect("pool lock");
+        if let Some(client) = pools.get(tls) {
+            return Ok(client.clone());
+        }
+        let client = build_client(tls, self.config.request_timeout)?;
+        pools.insert(tls.clone(), client.clone());
+        Ok(client)
+    }
+}
+
+/// vaultrs' client trait, implemented on a borrowed view: our shared pool,
+/// a per-call namespace, no token (logins need none).
+struct Scoped<'a> {
+    http: rustify::clients::reqwest::Client,
+    middle: EndpointMiddleware,
+    settings: &'a VaultClientSettings,
+}
+
+impl vaultrs::client::Client for Scoped<'_> {
+    fn http(&self) -> &rustify::clients::reqwest::Client {
+        &self.http
+    }
+
+    fn middle(&self) -> &EndpointMiddleware {
+        &self.middle
+    }
+
+    fn settings(&self) -> &VaultClientSettings {
+        self.settings
+    }
+
+    fn set_token(&mut self, token: &str) {
+        token.clone_into(&mut self.middle.token);
+    }
+}
+
+fn identity_of(target: &VaultTarget, auth: &AuthPlan) -> Identity {
+    match auth {
+        AuthPlan::AppRole { mount, namespace, role_id, secret_id } => Identity {
+            target: target.clone(),
+            namespace: namespace.clone(),
+            mount: mount.clone(),
+            principal: format!("approle:{role_id}"),
+            credential_digest: Sha256::digest(secret_id.expose_secret().as_bytes()).into(),
+        },
+        AuthPlan::ServiceAccount { method, mount, namespace, role, jwt, audience } => Identity {
+            target: target.clone(),
+            namespace: namespace.clone(),
+            mount: mount.clone(),
+            principal: format!("{method}:{role}:{audience}"),
+            credential_digest: Sha256::digest(jwt.expose_secret().as_bytes()).into(),
+        },
+    }
+}
+
+fn build_client(tls: &TlsSettings, timeout: Duration) -> Result<reqwest::Client, VaultError> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(64)
+        .user_agent(concat!("vault-secrets-provider/", env!("CARGO_PKG_VERSION")));
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).map_err(|err| VaultError::Tls(format!("cannot read {what} {}: {err}", path.display())))
+    };
+    let mut roots = Vec::new();
+    if let Some(path) = &tls.ca_cert {
+        roots.extend(
+            reqwest::Certificate::from_pem_bundle(&read(path, "CA certificate")?)
+                .map_err(|_| VaultError::Tls(format!("{} holds no PEM certificate", path.display())))?,
+        );
+    }
+    if let Some(dir) = &tls.ca_directory {
+        let entries = std::fs::read_dir(dir)
+            .map_err(|err| VaultError::Tls(format!("cannot read CA directory {}: {err}", dir.display())))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_file() {
+                // A CA directory may hold other files (hash links, READMEs).
+                if let Ok(certs) = reqwest::Certificate::from_pem_bundle(&read(&path, "CA certificate")?) {
+                    roots.extend(certs);
+                }
+            }
+        }
+    }
+    for root in roots {
+        builder = builder.add_root_certificate(root);
+    }
+    if let (Some(cert), Some(key)) = (&tls.client_cert, &tls.client_key) {
+        let mut pem = read(cert, "client certificate")?;
+        pem.push(b'\n');
+        pem.extend(read(key, "client key")?);
+        let identity = reqwest::Identity::from_pem(&pem)
+            .map_err(|_| VaultError::Tls("client certificate or key is not valid PEM".into()))?;
+        builder = builder.identity(identity);
+    }
+    if tls.server_name.is_some() {
+        return Err(VaultError::Tls(
+            "vaultTLSServerName / --vault-tls-server-name is not supported yet".into(),
+        ));
+    }
+    if tls.skip_verify {
+        builder = builder.tls_danger_accept_invalid_certs(true);
+    }
+    builder
+        .build()
+        .map_err(|err| VaultError::Tls(format!("cannot build the HTTP client: {err}")))
+}
+
+fn describe(source: &Source) -> String {
+    format!(
+        "{} {} in namespace {}",
+        source.method,
+        source.display_path(),
+        source.namespace.as_ref().map_or("(root)", Namespace::as_str)
+    )
+}
+
+async fn read_body(mut response: reqwest::Response, what: &str) -> Result<Vec<u8>, VaultError> {
+    if response.content_length().is_some_and(|len| len > MAX_RESPONSE_BYTES as u64) {
+        return Err(VaultError::Unexpected(format!("{what}: response larger than {MAX_RESPONSE_BYTES} bytes")));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|err| transport_error(&err, what))? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(VaultError::Unexpected(format!(
+                "{what}: response larger than {MAX_RESPONSE_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn transport_error(err: &reqwest::Error, what: &str) -> VaultError {
+    let kind = if err.is_timeout() {
+        "timed out"
+    } else if err.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    // reqwest's Display includes the URL, which holds no secret; the chain
+    // below it names the OS error (connection refused, reset, ...).
+    let mut cause = String::new();
+    let mut source = std::error::Error::source(err);
+    while let Some(inner) = source {
+        cause = inner.to_string();
+        source = inner.source();
+    }
+    VaultError::Unavailable(format!("{what}: {kind}: {cause}"))
+}
+
+/// Vault's `{"errors": [...]}` text, shortened.
+fn error_text(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        #[serde(default)]
+        errors: Vec<String>,
+    }
+    let text = match serde_json::from_slice::<Errors>(body) {
+        Ok(parsed) if !parsed.errors.is_empty() => parsed.errors.join("; "),
+        Ok(_) => String::new(),
+        Err(_) => String::from_utf8_lossy(body).trim().to_owned(),
+    };
+    let text = text.replace(['\n', '\t'], " ");
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.len() > MAX_ERROR_TEXT {
+        let mut end = MAX_ERROR_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &text[..end])
+    } else {
+        text
+    }
+}
+
+fn with_detail(what: &str, detail: &str) -> String {
+    if detail.is_empty() {
+        what.to_owned()
+    } else {
+        format!("{what}: {detail}")
+    }
+}
+
+fn status_error(status: u16, body: &[u8], what: &str) -> VaultError {
+    let detail = error_text(body);
+    match status {
+        400 => VaultError::Rejected(with_detail(what, &detail)),
+        401 | 403 => VaultError::PermissionDenied(with_detail(what, &detail)),
+        404 => VaultError::NotFound(with_detail(what, &detail)),
+        412 | 429 | 500 | 502 | 503 | 504 => {
+            VaultError::Unavailable(with_detail(&format!("{what}: HTTP {status}"), &detail))
+        }
+        _ => VaultError::Unexpected(with_detail(&format!("{what}: HTTP {status}"), &detail)),
+    }
+}
+
+fn login_error(err: ClientError, where_: &str) -> VaultError {
+    use rustify::errors::ClientError as Rest;
+    match err {
+        ClientError::APIError { code, errors } => {
+            let detail = error_text(serde_json::json!({ "errors": errors }).to_string().as_bytes());
+            match code {
+                400 | 401 | 403 => VaultError::LoginRefused(with_detail(where_, &detail)),
+                404 => VaultError::NotFound(with_detail(&format!("{where_} (is the auth mount or namespace right?)"), &detail)),
+                _ => status_error(code, serde_json::json!({ "errors": [detail] }).to_string().as_bytes(), where_),
+            }
+        }
+        ClientError::RestClientError { source: Rest::ServerResponseError { code, content } } => {
+            let body = content.unwrap_or_default();
+            match code {
+                400 | 401 | 403 => VaultError::LoginRefused(with_detail(where_, &error_text(body.as_bytes()))),
+                _ => status_error(code, body.as_bytes(), where_),
+            }
+        }
+        ClientError::RestClientError { source: Rest::RequestError { source, .. } } => {
+            let cause = source.chain().last().map(ToString::to_string).unwrap_or_default();
+            let kind = match source.downcast_ref::<reqwest::Error>() {
+                Some(e) if e.is_timeout() => "timed out",
+                Some(e) if e.is_connect() => "cannot connect",
+                _ => "request failed",
+            };
+            VaultError::Unavailable(format!("login at {where_}: {kind}: {cause}"))
+        }
+        ClientError::ResponseEmptyError | ClientError::ResponseDataEmptyError => {
+            VaultError::Unexpected(format!("login at {where_} returned no auth data"))
+        }
+        other => VaultError::Unexpected(format!("login at {where_}: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_kinds() {
+        let body = br#"{"errors":["permission denied"]}"#;
+        assert!(matches!(status_error(403, body, "x"), VaultError::PermissionDenied(m) if m == "x: permission denied"));
+        assert!(matches!(status_error(404, b"{\"errors\":[]}", "x"), VaultError::NotFound(m) if m == "x"));
+        assert!(matches!(status_error(503, b"{\"errors\":[\"Vault is sealed\"]}", "x"), VaultError::Unavailable(_)));
+        assert!(matches!(status_error(429, b"", "x"), VaultError::Unavailable(_)));
+        assert!(matches!(status_error(400, b"{\"errors\":[\"bad\"]}", "x"), VaultError::Rejected(_)));
+        assert!(matches!(status_error(418, b"", "x"), VaultError::Unexpected(_)));
+    }
+
+    #[test]
+    fn error_text_is_bounded_and_flat() {
+        let long = format!("{{\"errors\":[\"{}\"]}}", "é".repeat(400));
+        assert!(error_text(long.as_bytes()).chars().count() <= MAX_ERROR_TEXT + 1);
+        assert_eq!(error_text(b"{\"errors\":[\"1 error occurred:\\n\\t* invalid role or secret ID\\n\\n\"]}"),
+            "1 error occurred: * invalid role or secret ID");
+        assert_eq!(error_text(b"plain text"), "plain text");
+    }
+}
