@@ -64,11 +64,19 @@ pub struct ServeArgs {
     pub vault_tls_server_name: Option<String>,
 
     /// Client certificate (PEM) for mutual TLS.
-    #[arg(long, env = "VSP_VAULT_TLS_CLIENT_CERT", requires = "vault_tls_client_key")]
+    #[arg(
+        long,
+        env = "VSP_VAULT_TLS_CLIENT_CERT",
+        requires = "vault_tls_client_key"
+    )]
     pub vault_tls_client_cert: Option<PathBuf>,
 
     /// Client key (PEM) for mutual TLS.
-    #[arg(long, env = "VSP_VAULT_TLS_CLIENT_KEY", requires = "vault_tls_client_cert")]
+    #[arg(
+        long,
+        env = "VSP_VAULT_TLS_CLIENT_KEY",
+        requires = "vault_tls_client_cert"
+    )]
     pub vault_tls_client_key: Option<PathBuf>,
 
     /// Skip verification of Vault's TLS certificate. Insecure; for testing only.
@@ -104,7 +112,8 @@ pub struct ServeArgs {
 
 fn parse_octal_mode(raw: &str) -> Result<u32, String> {
     let digits = raw.trim_start_matches("0o");
-    let mode = u32::from_str_radix(digits, 8).map_err(|_| format!("{raw:?} is not an octal mode such as 0600"))?;
+    let mode = u32::from_str_radix(digits, 8)
+        .map_err(|_| format!("{raw:?} is not an octal mode such as 0600"))?;
     if mode > 0o777 {
         return Err(format!("{raw:?} has bits outside 0777"));
     }

@@ -52,7 +52,10 @@ impl MountError {
             .find(|o| &o.source == source)
             .map(|o| o.name.to_string())
             .unwrap_or_default();
-        Self::Read { object, source: err }
+        Self::Read {
+            object,
+            source: err,
+        }
     }
 
     /// The gRPC code the driver (and the pod owner) sees.
@@ -91,9 +94,10 @@ impl MountError {
                 "check the AppRole role ID and the secretId in the nodePublishSecretRef Secret \
                  (or the role and audience for Kubernetes/JWT auth)",
             ),
-            Self::Read { source: VaultError::PermissionDenied(_), .. } => {
-                Some("the role's Vault policy does not allow this path")
-            }
+            Self::Read {
+                source: VaultError::PermissionDenied(_),
+                ..
+            } => Some("the role's Vault policy does not allow this path"),
             _ => None,
         }
     }
@@ -116,19 +120,44 @@ mod tests {
     #[test]
     fn codes_follow_the_spec() {
         let cases = [
-            (MountError::Request(RequestError::invalid("objects", "x")), Code::InvalidArgument),
-            (MountError::Login(VaultError::LoginRefused("x".into())), Code::Unauthenticated),
-            (MountError::Login(VaultError::Unavailable("x".into())), Code::Unavailable),
             (
-                MountError::Read { object: "a".into(), source: VaultError::PermissionDenied("x".into()) },
+                MountError::Request(RequestError::invalid("objects", "x")),
+                Code::InvalidArgument,
+            ),
+            (
+                MountError::Login(VaultError::LoginRefused("x".into())),
+                Code::Unauthenticated,
+            ),
+            (
+                MountError::Login(VaultError::Unavailable("x".into())),
+                Code::Unavailable,
+            ),
+            (
+                MountError::Read {
+                    object: "a".into(),
+                    source: VaultError::PermissionDenied("x".into()),
+                },
                 Code::PermissionDenied,
             ),
-            (MountError::Read { object: "a".into(), source: VaultError::NotFound("x".into()) }, Code::NotFound),
             (
-                MountError::Render(RenderError::MissingKey { object: "a".into(), key: "k".into(), path: "p".into() }),
+                MountError::Read {
+                    object: "a".into(),
+                    source: VaultError::NotFound("x".into()),
+                },
                 Code::NotFound,
             ),
-            (MountError::Timeout(Duration::from_secs(1)), Code::Unavailable),
+            (
+                MountError::Render(RenderError::MissingKey {
+                    object: "a".into(),
+                    key: "k".into(),
+                    path: "p".into(),
+                }),
+                Code::NotFound,
+            ),
+            (
+                MountError::Timeout(Duration::from_secs(1)),
+                Code::Unavailable,
+            ),
         ];
         for (err, code) in cases {
             assert_eq!(Status::from(err).code(), code);
@@ -139,9 +168,15 @@ mod tests {
     fn messages_name_the_object_and_give_a_hint() {
         let status = Status::from(MountError::Read {
             object: "db".into(),
-            source: VaultError::PermissionDenied("GET secret/data/x in namespace a: permission denied".into()),
+            source: VaultError::PermissionDenied(
+                "GET secret/data/x in namespace a: permission denied".into(),
+            ),
         });
-        assert!(status.message().contains("object \"db\""), "{}", status.message());
+        assert!(
+            status.message().contains("object \"db\""),
+            "{}",
+            status.message()
+        );
         assert!(status.message().contains("policy"), "{}", status.message());
     }
 }

@@ -41,7 +41,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .or_else(|| std::env::var("VAULT_NAMESPACE").ok())
         .unwrap_or_default();
     let defaults = Defaults {
-        vault_address: Url::parse(&address).with_context(|| format!("--vault-addr {address:?} is not a URL"))?,
+        vault_address: Url::parse(&address)
+            .with_context(|| format!("--vault-addr {address:?} is not a URL"))?,
         vault_namespace: Namespace::parse(&namespace)
             .map_err(|why| anyhow::anyhow!("--vault-namespace {why}"))?,
         tls: TlsSettings {

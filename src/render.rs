@@ -117,10 +117,26 @@ fn envelope_json(response: &Value) -> Vec<u8> {
         out.push(b':');
         write_value(value, out);
     };
-    put("request_id", &or(field("request_id"), Value::String(String::new())), &mut out);
-    put("lease_id", &or(field("lease_id"), Value::String(String::new())), &mut out);
-    put("lease_duration", &or(field("lease_duration"), Value::from(0)), &mut out);
-    put("renewable", &or(field("renewable"), Value::Bool(false)), &mut out);
+    put(
+        "request_id",
+        &or(field("request_id"), Value::String(String::new())),
+        &mut out,
+    );
+    put(
+        "lease_id",
+        &or(field("lease_id"), Value::String(String::new())),
+        &mut out,
+    );
+    put(
+        "lease_duration",
+        &or(field("lease_duration"), Value::from(0)),
+        &mut out,
+    );
+    put(
+        "renewable",
+        &or(field("renewable"), Value::Bool(false)),
+        &mut out,
+    );
     put("data", &field("data"), &mut out);
     put("warnings", &field("warnings"), &mut out);
     for optional in ["auth", "wrap_info"] {
@@ -199,7 +215,9 @@ fn write_string(s: &str, out: &mut Vec<u8>) {
             '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
                 out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes());
             }
-            c if (c as u32) < 0x20 => out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes()),
+            c if (c as u32) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
+            }
             c => {
                 let mut buf = [0; 4];
                 out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
@@ -244,12 +262,21 @@ mod tests {
 
     #[test]
     fn encodings_decode_the_value() {
-        let o = object("- objectName: a\n  secretPath: s/data/x\n  secretKey: blob\n  encoding: base64\n");
+        let o = object(
+            "- objectName: a\n  secretPath: s/data/x\n  secretKey: blob\n  encoding: base64\n",
+        );
         assert_eq!(render(&o, &kv2()).unwrap(), b"hello");
-        let o = object("- objectName: a\n  secretPath: s/data/x\n  secretKey: hexed\n  encoding: hex\n");
+        let o = object(
+            "- objectName: a\n  secretPath: s/data/x\n  secretKey: hexed\n  encoding: hex\n",
+        );
         assert_eq!(render(&o, &kv2()).unwrap(), b"hi");
-        let o = object("- objectName: a\n  secretPath: s/data/x\n  secretKey: password\n  encoding: base64\n");
-        assert!(matches!(render(&o, &kv2()), Err(RenderError::Decode { .. })));
+        let o = object(
+            "- objectName: a\n  secretPath: s/data/x\n  secretKey: password\n  encoding: base64\n",
+        );
+        assert!(matches!(
+            render(&o, &kv2()),
+            Err(RenderError::Decode { .. })
+        ));
     }
 
     #[test]
@@ -273,8 +300,14 @@ mod tests {
     #[test]
     fn missing_key_and_data_are_errors() {
         let o = object("- objectName: a\n  secretPath: s/data/x\n  secretKey: nope\n");
-        assert!(matches!(render(&o, &kv2()), Err(RenderError::MissingKey { .. })));
-        assert!(matches!(render(&o, &json!({"data": null})), Err(RenderError::NoData { .. })));
+        assert!(matches!(
+            render(&o, &kv2()),
+            Err(RenderError::MissingKey { .. })
+        ));
+        assert!(matches!(
+            render(&o, &json!({"data": null})),
+            Err(RenderError::NoData { .. })
+        ));
     }
 
     #[test]

@@ -59,7 +59,11 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
         .with_target(false);
     let result = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
     };
     result.map_err(|err| format!("cannot install logger: {err}"))
 }
@@ -116,7 +120,13 @@ mod tests {
     #[test]
     fn health_reflects_serving() {
         let serving = Serving::default();
-        assert_eq!(health_response("/healthz", &serving).status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(health_response("/nope", &serving).status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            health_response("/healthz", &serving).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            health_response("/nope", &serving).status(),
+            StatusCode::NOT_FOUND
+        );
     }
 }

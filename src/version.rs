@@ -41,7 +41,10 @@ impl Versioner {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             Err(err) => return Err(with_path(err, path)),
         }
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(|err| with_path(err, dir))?;
         let temp = temp_name(path);
         let mut key = Zeroizing::new(vec![0u8; KEY_LEN]);
@@ -80,7 +83,10 @@ impl Versioner {
         if key.len() < KEY_LEN {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("version key {} is shorter than {KEY_LEN} bytes", path.display()),
+                format!(
+                    "version key {} is shorter than {KEY_LEN} bytes",
+                    path.display()
+                ),
             ));
         }
         if let Ok(meta) = fs::metadata(path) {
@@ -93,7 +99,8 @@ impl Versioner {
 
     /// The version of one object's content.
     pub fn version(&self, object_name: &str, content: &[u8]) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC accepts any key length");
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC accepts any key length");
         // Length-prefixed so (name, content) pairs cannot collide by shifting bytes.
         mac.update(&(object_name.len() as u64).to_be_bytes());
         mac.update(object_name.as_bytes());
@@ -104,7 +111,11 @@ impl Versioner {
 
 fn temp_name(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}-{:x}", std::process::id(), rand::random::<u64>()));
+    name.push(format!(
+        ".tmp-{}-{:x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     path.with_file_name(name)
 }
 
@@ -122,7 +133,10 @@ mod tests {
         assert_eq!(v.version("a", b"x"), v.version("a", b"x"));
         assert_ne!(v.version("a", b"x"), v.version("a", b"y"));
         assert_ne!(v.version("a", b"bx"), v.version("ab", b"x"));
-        assert_ne!(Versioner::ephemeral().version("a", b"x"), v.version("a", b"x"));
+        assert_ne!(
+            Versioner::ephemeral().version("a", b"x"),
+            v.version("a", b"x")
+        );
     }
 
     #[test]
@@ -134,7 +148,11 @@ mod tests {
         assert_eq!(mode, 0o600);
         let second = Versioner::load_or_create(&path).unwrap();
         assert_eq!(first.version("a", b"x"), second.version("a", b"x"));
-        assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1, "no temp files left");
+        assert_eq!(
+            fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1,
+            "no temp files left"
+        );
     }
 
     #[test]

@@ -67,7 +67,9 @@ impl Namespace {
             return Err(format!("{raw:?} is not a valid namespace path"));
         }
         if trimmed.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(format!("{raw:?} must not contain spaces or control characters"));
+            return Err(format!(
+                "{raw:?} must not contain spaces or control characters"
+            ));
         }
         Ok(Some(Self(trimmed.to_owned())))
     }
@@ -225,28 +227,31 @@ pub fn parse(request: &MountRequest, defaults: &Defaults) -> Result<MountPlan, R
 
     let vault = VaultTarget {
         address: match params.get("vaultAddress") {
-            Some(raw) => parse_address(&raw).map_err(|why| RequestError::invalid("vaultAddress", why))?,
+            Some(raw) => {
+                parse_address(&raw).map_err(|why| RequestError::invalid("vaultAddress", why))?
+            }
             None => defaults.vault_address.clone(),
         },
         tls: parse_tls(&params, &defaults.tls)?,
     };
 
     let namespace = match params.get("vaultNamespace") {
-        Some(raw) => Namespace::parse(&raw).map_err(|why| RequestError::invalid("vaultNamespace", why))?,
+        Some(raw) => {
+            Namespace::parse(&raw).map_err(|why| RequestError::invalid("vaultNamespace", why))?
+        }
         None => defaults.vault_namespace.clone(),
     };
     let auth_namespace = match params.get("vaultAuthNamespace") {
-        Some(raw) => {
-            Namespace::parse(&raw).map_err(|why| RequestError::invalid("vaultAuthNamespace", why))?
-        }
+        Some(raw) => Namespace::parse(&raw)
+            .map_err(|why| RequestError::invalid("vaultAuthNamespace", why))?,
         None => namespace.clone(),
     };
 
     let auth = parse_auth(&params, &secrets, auth_namespace)?;
 
-    let objects_raw = params
-        .get("objects")
-        .ok_or_else(|| RequestError::invalid("objects", "is required: list the secrets to mount"))?;
+    let objects_raw = params.get("objects").ok_or_else(|| {
+        RequestError::invalid("objects", "is required: list the secrets to mount")
+    })?;
     let objects = objects::parse(&objects_raw, namespace.as_ref())?;
 
     Ok(MountPlan {
@@ -266,7 +271,11 @@ struct Params<'a>(&'a HashMap<String, String>);
 
 impl Params<'_> {
     fn get(&self, key: &str) -> Option<String> {
-        self.0.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()).map(str::to_owned)
+        self.0
+            .get(key)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
     }
 
     fn flag(&self, key: &str) -> Result<Option<bool>, RequestError> {
@@ -315,12 +324,17 @@ fn parse_address(raw: &str) -> Result<Url, String> {
 
 fn parse_tls(params: &Params<'_>, defaults: &TlsSettings) -> Result<TlsSettings, RequestError> {
     let tls = TlsSettings {
-        ca_cert: params.get("vaultCACertPath").map(PathBuf::from).or_else(|| defaults.ca_cert.clone()),
+        ca_cert: params
+            .get("vaultCACertPath")
+            .map(PathBuf::from)
+            .or_else(|| defaults.ca_cert.clone()),
         ca_directory: params
             .get("vaultCADirectory")
             .map(PathBuf::from)
             .or_else(|| defaults.ca_directory.clone()),
-        server_name: params.get("vaultTLSServerName").or_else(|| defaults.server_name.clone()),
+        server_name: params
+            .get("vaultTLSServerName")
+            .or_else(|| defaults.server_name.clone()),
         client_cert: params
             .get("vaultTLSClientCertPath")
             .map(PathBuf::from)
@@ -329,7 +343,9 @@ fn parse_tls(params: &Params<'_>, defaults: &TlsSettings) -> Result<TlsSettings,
             .get("vaultTLSClientKeyPath")
             .map(PathBuf::from)
             .or_else(|| defaults.client_key.clone()),
-        skip_verify: params.flag("vaultSkipTLSVerify")?.unwrap_or(defaults.skip_verify),
+        skip_verify: params
+            .flag("vaultSkipTLSVerify")?
+            .unwrap_or(defaults.skip_verify),
     };
     if tls.client_cert.is_some() != tls.client_key.is_some() {
         return Err(RequestError::invalid(
@@ -347,7 +363,9 @@ fn parse_auth(
 ) -> Result<AuthPlan, RequestError> {
     let secret = |key: &str| secrets.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
     let role_name = params.get("roleName");
-    let role_id = params.get("roleId").or_else(|| secret("roleId").map(str::to_owned));
+    let role_id = params
+        .get("roleId")
+        .or_else(|| secret("roleId").map(str::to_owned));
 
     let method = match params.get("vaultAuthMethod") {
         Some(raw) => match raw.to_ascii_lowercase().as_str() {
@@ -365,7 +383,10 @@ fn parse_auth(
         None => AuthMethod::Kubernetes,
     };
 
-    let mount = match (params.get("vaultAuthMountPath"), params.get("vaultKubernetesMountPath")) {
+    let mount = match (
+        params.get("vaultAuthMountPath"),
+        params.get("vaultKubernetesMountPath"),
+    ) {
         (Some(_), Some(_)) => {
             return Err(RequestError::invalid(
                 "vaultAuthMountPath",
@@ -375,9 +396,19 @@ fn parse_auth(
         (Some(mount), None) | (None, Some(mount)) => mount,
         (None, None) => method.to_string(),
     };
-    let mount = mount.trim_matches('/').trim_start_matches("auth/").to_owned();
-    if mount.is_empty() || mount.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
-        return Err(RequestError::invalid("vaultAuthMountPath", "is not a valid auth mount path"));
+    let mount = mount
+        .trim_matches('/')
+        .trim_start_matches("auth/")
+        .to_owned();
+    if mount.is_empty()
+        || mount
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == "..")
+    {
+        return Err(RequestError::invalid(
+            "vaultAuthMountPath",
+            "is not a valid auth mount path",
+        ));
     }
 
     match method {
@@ -425,7 +456,10 @@ fn parse_auth(
 /// Picks the pod's token for `audience` from the driver's
 /// `csi.storage.k8s.io/serviceAccount.tokens` (a JSON string of
 /// audience → {token, expirationTimestamp}).
-fn service_account_token(params: &Params<'_>, audience: &str) -> Result<SecretString, RequestError> {
+fn service_account_token(
+    params: &Params<'_>,
+    audience: &str,
+) -> Result<SecretString, RequestError> {
     const KEY: &str = "csi.storage.k8s.io/serviceAccount.tokens";
     let missing = || {
         RequestError::invalid(
@@ -441,9 +475,14 @@ fn service_account_token(params: &Params<'_>, audience: &str) -> Result<SecretSt
     struct Token {
         token: SecretString,
     }
-    let tokens: HashMap<String, Token> = serde_json::from_str(raw)
-        .map_err(|_| RequestError::invalid(KEY, "is not a JSON object of {token, expirationTimestamp}"))?;
-    tokens.into_iter().find(|(aud, _)| aud == audience).map(|(_, t)| t.token).ok_or_else(missing)
+    let tokens: HashMap<String, Token> = serde_json::from_str(raw).map_err(|_| {
+        RequestError::invalid(KEY, "is not a JSON object of {token, expirationTimestamp}")
+    })?;
+    tokens
+        .into_iter()
+        .find(|(aud, _)| aud == audience)
+        .map(|(_, t)| t.token)
+        .ok_or_else(missing)
 }
 
 /// The request's default mode: JSON of Go's `os.FileMode`, a decimal number.
@@ -452,11 +491,14 @@ fn parse_permission(raw: &str) -> Result<u32, RequestError> {
     if raw.is_empty() {
         return Ok(DEFAULT_MODE);
     }
-    let mode: u32 = raw
-        .parse()
-        .map_err(|_| RequestError::invalid("permission", format!("{raw:?} is not a decimal file mode")))?;
+    let mode: u32 = raw.parse().map_err(|_| {
+        RequestError::invalid("permission", format!("{raw:?} is not a decimal file mode"))
+    })?;
     if mode > 0o777 {
-        return Err(RequestError::invalid("permission", format!("{mode:#o} has bits outside 0777")));
+        return Err(RequestError::invalid(
+            "permission",
+            format!("{mode:#o} has bits outside 0777"),
+        ));
     }
     Ok(mode)
 }
@@ -509,7 +551,13 @@ mod tests {
             &defaults(),
         )
         .unwrap();
-        let AuthPlan::AppRole { mount, namespace, role_id, secret_id } = &plan.auth else {
+        let AuthPlan::AppRole {
+            mount,
+            namespace,
+            role_id,
+            secret_id,
+        } = &plan.auth
+        else {
             panic!("expected AppRole");
         };
         assert_eq!(mount, "approle");
@@ -518,7 +566,10 @@ mod tests {
         assert_eq!(secret_id.expose_secret(), "sid");
         assert_eq!(plan.default_mode, 0o644);
         assert_eq!(plan.pod.name.as_deref(), Some("p"));
-        assert_eq!(plan.objects[0].source.namespace.as_ref().unwrap().as_str(), "admin/deployments/x");
+        assert_eq!(
+            plan.objects[0].source.namespace.as_ref().unwrap().as_str(),
+            "admin/deployments/x"
+        );
     }
 
     #[test]
@@ -534,27 +585,43 @@ mod tests {
             &defaults(),
         )
         .unwrap();
-        let AuthPlan::AppRole { mount, namespace, secret_id, .. } = &plan.auth else {
+        let AuthPlan::AppRole {
+            mount,
+            namespace,
+            secret_id,
+            ..
+        } = &plan.auth
+        else {
             panic!("expected AppRole");
         };
         assert_eq!(mount, "ci-approle");
         assert_eq!(namespace.as_ref().unwrap().as_str(), "admin");
         assert_eq!(secret_id.expose_secret(), "sid");
-        assert_eq!(plan.objects[0].source.namespace.as_ref().unwrap().as_str(), "admin/a");
+        assert_eq!(
+            plan.objects[0].source.namespace.as_ref().unwrap().as_str(),
+            "admin/a"
+        );
     }
 
     #[test]
     fn secrets_may_be_null_empty_or_missing() {
         for secrets in ["null", "{}", ""] {
-            let err = parse(&request(serde_json::json!({"roleId": "r", "objects": OBJECTS}), secrets), &defaults())
-                .unwrap_err();
+            let err = parse(
+                &request(
+                    serde_json::json!({"roleId": "r", "objects": OBJECTS}),
+                    secrets,
+                ),
+                &defaults(),
+            )
+            .unwrap_err();
             assert_eq!(err.parameter, "secretId", "secrets = {secrets:?}");
         }
     }
 
     #[test]
     fn kubernetes_is_the_default_like_hashicorp() {
-        let tokens = serde_json::json!({"vault": {"token": "jwt-v", "expirationTimestamp": "x"}}).to_string();
+        let tokens = serde_json::json!({"vault": {"token": "jwt-v", "expirationTimestamp": "x"}})
+            .to_string();
         let plan = parse(
             &request(
                 serde_json::json!({"roleName": "app", "objects": OBJECTS,
@@ -564,7 +631,14 @@ mod tests {
             &defaults(),
         )
         .unwrap();
-        let AuthPlan::ServiceAccount { method, mount, jwt, audience, .. } = &plan.auth else {
+        let AuthPlan::ServiceAccount {
+            method,
+            mount,
+            jwt,
+            audience,
+            ..
+        } = &plan.auth
+        else {
             panic!("expected service-account auth");
         };
         assert_eq!(*method, AuthMethod::Kubernetes);
@@ -573,8 +647,11 @@ mod tests {
         assert_eq!(jwt.expose_secret(), "jwt-v");
 
         let err = parse(
-            &request(serde_json::json!({"roleName": "app", "objects": OBJECTS, "audience": "other",
-                "csi.storage.k8s.io/serviceAccount.tokens": tokens}), "null"),
+            &request(
+                serde_json::json!({"roleName": "app", "objects": OBJECTS, "audience": "other",
+                "csi.storage.k8s.io/serviceAccount.tokens": tokens}),
+                "null",
+            ),
             &defaults(),
         )
         .unwrap_err();
@@ -584,17 +661,39 @@ mod tests {
     #[test]
     fn bad_parameters_name_themselves() {
         let cases = [
-            (serde_json::json!({"roleId": "r", "objects": OBJECTS, "vaultAuthMethod": "ldap"}), "vaultAuthMethod"),
-            (serde_json::json!({"roleId": "r", "objects": OBJECTS, "vaultAddress": "ftp://x"}), "vaultAddress"),
-            (serde_json::json!({"roleId": "r", "objects": OBJECTS, "vaultSkipTLSVerify": "yes"}), "vaultSkipTLSVerify"),
-            (serde_json::json!({"roleId": "r", "objects": OBJECTS, "vaultNamespace": "a/../b"}), "vaultNamespace"),
+            (
+                serde_json::json!({"roleId": "r", "objects": OBJECTS, "vaultAuthMethod": "ldap"}),
+                "vaultAuthMethod",
+            ),
+            (
+                serde_json::json!({"roleId": "r", "objects": OBJECTS, "vaultAddress": "ftp://x"}),
+                "vaultAddress",
+            ),
+            (
+                serde_json::json!({"roleId": "r", "objects": OBJECTS, "vaultSkipTLSVerify": "yes"}),
+                "vaultSkipTLSVerify",
+            ),
+            (
+                serde_json::json!({"roleId": "r", "objects": OBJECTS, "vaultNamespace": "a/../b"}),
+                "vaultNamespace",
+            ),
             (serde_json::json!({"roleId": "r"}), "objects"),
             (serde_json::json!({"objects": OBJECTS}), "roleName"),
-            (serde_json::json!({"roleId": "r", "objects": OBJECTS, "vaultAuthMountPath": "a", "vaultKubernetesMountPath": "b"}), "vaultAuthMountPath"),
-            (serde_json::json!({"roleId": "r", "objects": OBJECTS, "vaultTLSClientCertPath": "/c"}), "vaultTLSClientCertPath"),
+            (
+                serde_json::json!({"roleId": "r", "objects": OBJECTS, "vaultAuthMountPath": "a", "vaultKubernetesMountPath": "b"}),
+                "vaultAuthMountPath",
+            ),
+            (
+                serde_json::json!({"roleId": "r", "objects": OBJECTS, "vaultTLSClientCertPath": "/c"}),
+                "vaultTLSClientCertPath",
+            ),
         ];
         for (attributes, parameter) in cases {
-            let err = parse(&request(attributes.clone(), r#"{"secretId":"s"}"#), &defaults()).unwrap_err();
+            let err = parse(
+                &request(attributes.clone(), r#"{"secretId":"s"}"#),
+                &defaults(),
+            )
+            .unwrap_err();
             assert_eq!(err.parameter, parameter, "{attributes}");
         }
     }
@@ -603,9 +702,15 @@ mod tests {
     fn malformed_json_is_refused() {
         let mut req = request(serde_json::json!({}), "null");
         req.attributes = "{not json".into();
-        assert_eq!(parse(&req, &defaults()).unwrap_err().parameter, "attributes");
+        assert_eq!(
+            parse(&req, &defaults()).unwrap_err().parameter,
+            "attributes"
+        );
         req.attributes = r#"{"objects": 5}"#.into();
-        assert_eq!(parse(&req, &defaults()).unwrap_err().parameter, "attributes");
+        assert_eq!(
+            parse(&req, &defaults()).unwrap_err().parameter,
+            "attributes"
+        );
         req.attributes = serde_json::json!({"roleId": "r", "objects": OBJECTS}).to_string();
         req.secrets = "[1]".into();
         assert_eq!(parse(&req, &defaults()).unwrap_err().parameter, "secrets");
@@ -623,7 +728,10 @@ mod tests {
     #[test]
     fn secret_id_never_appears_in_debug_output() {
         let plan = parse(
-            &request(serde_json::json!({"roleId": "r", "objects": OBJECTS}), r#"{"secretId":"s3cr3t-id"}"#),
+            &request(
+                serde_json::json!({"roleId": "r", "objects": OBJECTS}),
+                r#"{"secretId":"s3cr3t-id"}"#,
+            ),
             &defaults(),
         )
         .unwrap();

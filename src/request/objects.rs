@@ -192,20 +192,27 @@ fn parse_object(
 ) -> Result<ObjectSpec, RequestError> {
     let position = format!("objects[{index}]");
     let Yaml::Mapping(mapping) = entry else {
-        return Err(RequestError::invalid(&position, "must be a mapping with objectName and secretPath"));
+        return Err(RequestError::invalid(
+            &position,
+            "must be a mapping with objectName and secretPath",
+        ));
     };
     let mut fields: BTreeMap<String, Yaml> = BTreeMap::new();
     for (key, value) in mapping {
         let Some(key) = scalar(&key) else {
-            return Err(RequestError::invalid(&position, "has a field name that is not a string"));
+            return Err(RequestError::invalid(
+                &position,
+                "has a field name that is not a string",
+            ));
         };
         fields.insert(key, value);
     }
 
     let name_raw = string_field(&mut fields, "objectName", &position)?
         .ok_or_else(|| RequestError::invalid(&position, "objectName is required"))?;
-    let name = FilePath::parse(&name_raw)
-        .map_err(|why| RequestError::invalid(&position, format!("objectName {name_raw:?} {why}")))?;
+    let name = FilePath::parse(&name_raw).map_err(|why| {
+        RequestError::invalid(&position, format!("objectName {name_raw:?} {why}"))
+    })?;
     // From here on, messages name the object rather than its index.
     let position = format!("object {name_raw:?}");
 
@@ -216,19 +223,30 @@ fn parse_object(
 
     let method_raw = string_field(&mut fields, "method", &position)?.unwrap_or_default();
     let method = Method::parse(&method_raw).ok_or_else(|| {
-        RequestError::invalid(&position, format!("method {method_raw:?} is not one of GET, PUT, POST, LIST"))
+        RequestError::invalid(
+            &position,
+            format!("method {method_raw:?} is not one of GET, PUT, POST, LIST"),
+        )
     })?;
 
     let args = match fields.remove("secretArgs") {
         None | Some(Yaml::Null) => None,
         Some(value @ Yaml::Mapping(_)) => {
             let json = serde_json::to_value(&value).map_err(|err| {
-                RequestError::invalid(&position, format!("secretArgs cannot be sent as JSON: {err}"))
+                RequestError::invalid(
+                    &position,
+                    format!("secretArgs cannot be sent as JSON: {err}"),
+                )
             })?;
             // serde_json's map is ordered by key, so this string is canonical.
             Some(json.to_string())
         }
-        Some(_) => return Err(RequestError::invalid(&position, "secretArgs must be a mapping")),
+        Some(_) => {
+            return Err(RequestError::invalid(
+                &position,
+                "secretArgs must be a mapping",
+            ));
+        }
     };
 
     let namespace = match string_field(&mut fields, "vaultNamespace", &position)? {
@@ -242,7 +260,10 @@ fn parse_object(
     let selection = match (secret_key, render.as_deref()) {
         (Some(key), None) => Selection::Key(key),
         (Some(_), Some(_)) => {
-            return Err(RequestError::invalid(&position, "set either secretKey or render, not both"));
+            return Err(RequestError::invalid(
+                &position,
+                "set either secretKey or render, not both",
+            ));
         }
         (None, None | Some("response")) => Selection::Response,
         (None, Some("data")) => Selection::Data,
@@ -269,9 +290,10 @@ fn parse_object(
 
     let mode = match fields.remove("filePermission") {
         None | Some(Yaml::Null) => None,
-        Some(value) => Some(parse_mode(&value).map_err(|why| {
-            RequestError::invalid(&position, format!("filePermission {why}"))
-        })?),
+        Some(value) => Some(
+            parse_mode(&value)
+                .map_err(|why| RequestError::invalid(&position, format!("filePermission {why}")))?,
+        ),
     };
 
     if !fields.is_empty() {
@@ -334,7 +356,9 @@ fn parse_secret_path(raw: &str) -> Result<(String, Vec<(String, String)>), Strin
         .split('/')
         .any(|segment| segment.is_empty() || segment == "." || segment == "..")
     {
-        return Err(format!("{raw:?} must not contain empty, '.' or '..' segments"));
+        return Err(format!(
+            "{raw:?} must not contain empty, '.' or '..' segments"
+        ));
     }
     if path.chars().any(char::is_control) {
         return Err(format!("{raw:?} must not contain control characters"));
@@ -368,15 +392,16 @@ fn parse_mode(value: &Yaml) -> Result<u32, String> {
 
 fn parse_go_int(text: &str) -> Option<u64> {
     let text = text.trim().replace('_', "");
-    let (digits, radix) = if let Some(rest) = text.strip_prefix("0o").or_else(|| text.strip_prefix("0O")) {
-        (rest.to_owned(), 8)
-    } else if let Some(rest) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-        (rest.to_owned(), 16)
-    } else if text.len() > 1 && text.starts_with('0') {
-        (text[1..].to_owned(), 8)
-    } else {
-        (text, 10)
-    };
+    let (digits, radix) =
+        if let Some(rest) = text.strip_prefix("0o").or_else(|| text.strip_prefix("0O")) {
+            (rest.to_owned(), 8)
+        } else if let Some(rest) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+            (rest.to_owned(), 16)
+        } else if text.len() > 1 && text.starts_with('0') {
+            (text[1..].to_owned(), 8)
+        } else {
+            (text, 10)
+        };
     if digits.is_empty() {
         return None;
     }
@@ -394,7 +419,9 @@ mod tests {
     }
 
     fn error(yaml: &str) -> String {
-        parse(yaml, None).expect_err("should be refused").to_string()
+        parse(yaml, None)
+            .expect_err("should be refused")
+            .to_string()
     }
 
     #[test]
@@ -412,8 +439,15 @@ mod tests {
 
     #[test]
     fn secret_path_forms_and_query() {
-        for form in ["secret/data/x", "/secret/data/x", "v1/secret/data/x", "/v1/secret/data/x"] {
-            let o = one(&format!("- objectName: a\n  secretPath: {form}?version=3\n"));
+        for form in [
+            "secret/data/x",
+            "/secret/data/x",
+            "v1/secret/data/x",
+            "/v1/secret/data/x",
+        ] {
+            let o = one(&format!(
+                "- objectName: a\n  secretPath: {form}?version=3\n"
+            ));
             assert_eq!(o.source.path, "secret/data/x");
             assert_eq!(o.source.query, vec![("version".to_owned(), "3".to_owned())]);
             assert_eq!(o.source.display_path(), "secret/data/x?version=3");
@@ -424,22 +458,48 @@ mod tests {
 
     #[test]
     fn file_permission_is_read_like_yaml_v3() {
-        for (text, mode) in [("0640", 0o640), ("420", 420), ("0o600", 0o600), ("0x1A4", 0o644), ("'0400'", 0o400)] {
-            let o = one(&format!("- objectName: a\n  secretPath: s/x\n  filePermission: {text}\n"));
+        for (text, mode) in [
+            ("0640", 0o640),
+            ("420", 420),
+            ("0o600", 0o600),
+            ("0x1A4", 0o644),
+            ("'0400'", 0o400),
+        ] {
+            let o = one(&format!(
+                "- objectName: a\n  secretPath: s/x\n  filePermission: {text}\n"
+            ));
             assert_eq!(o.mode, Some(mode), "filePermission: {text}");
         }
-        assert!(error("- objectName: a\n  secretPath: s/x\n  filePermission: 01777\n").contains("outside 0777"));
-        assert!(error("- objectName: a\n  secretPath: s/x\n  filePermission: rw\n").contains("filePermission"));
-        assert!(error("- objectName: a\n  secretPath: s/x\n  filePermission: -1\n").contains("filePermission"));
+        assert!(
+            error("- objectName: a\n  secretPath: s/x\n  filePermission: 01777\n")
+                .contains("outside 0777")
+        );
+        assert!(
+            error("- objectName: a\n  secretPath: s/x\n  filePermission: rw\n")
+                .contains("filePermission")
+        );
+        assert!(
+            error("- objectName: a\n  secretPath: s/x\n  filePermission: -1\n")
+                .contains("filePermission")
+        );
     }
 
     #[test]
     fn secret_args_are_canonical_and_part_of_the_source() {
-        let a = one("- objectName: a\n  secretPath: pki/issue/r\n  method: PUT\n  secretArgs:\n    ttl: 1h\n    common_name: x\n");
-        let b = one("- objectName: b\n  secretPath: pki/issue/r\n  method: put\n  secretArgs: {common_name: x, ttl: 1h}\n");
+        let a = one(
+            "- objectName: a\n  secretPath: pki/issue/r\n  method: PUT\n  secretArgs:\n    ttl: 1h\n    common_name: x\n",
+        );
+        let b = one(
+            "- objectName: b\n  secretPath: pki/issue/r\n  method: put\n  secretArgs: {common_name: x, ttl: 1h}\n",
+        );
         assert_eq!(a.source, b.source);
-        assert_eq!(a.source.args.as_deref(), Some(r#"{"common_name":"x","ttl":"1h"}"#));
-        let c = one("- objectName: c\n  secretPath: pki/issue/r\n  method: PUT\n  secretArgs: {common_name: y}\n");
+        assert_eq!(
+            a.source.args.as_deref(),
+            Some(r#"{"common_name":"x","ttl":"1h"}"#)
+        );
+        let c = one(
+            "- objectName: c\n  secretPath: pki/issue/r\n  method: PUT\n  secretArgs: {common_name: y}\n",
+        );
         assert_ne!(a.source, c.source);
     }
 
@@ -449,10 +509,15 @@ mod tests {
         assert_eq!(o.encoding, Encoding::Base64);
         let o = one("- objectName: a\n  secretPath: s/x\n  render: data\n");
         assert_eq!(o.selection, Selection::Data);
-        assert!(error("- objectName: a\n  secretPath: s/x\n  encoding: rot13\n").contains("encoding"));
+        assert!(
+            error("- objectName: a\n  secretPath: s/x\n  encoding: rot13\n").contains("encoding")
+        );
         assert!(error("- objectName: a\n  secretPath: s/x\n  method: DELETE\n").contains("method"));
         assert!(error("- objectName: a\n  secretPath: s/x\n  render: all\n").contains("render"));
-        assert!(error("- objectName: a\n  secretPath: s/x\n  secretKey: k\n  render: data\n").contains("not both"));
+        assert!(
+            error("- objectName: a\n  secretPath: s/x\n  secretKey: k\n  render: data\n")
+                .contains("not both")
+        );
     }
 
     #[test]
@@ -470,8 +535,14 @@ mod tests {
             default.as_ref(),
         )
         .unwrap();
-        assert_eq!(objects[0].source.namespace.as_ref().unwrap().as_str(), "admin/deployments/a");
-        assert_eq!(objects[1].source.namespace.as_ref().unwrap().as_str(), "admin/central");
+        assert_eq!(
+            objects[0].source.namespace.as_ref().unwrap().as_str(),
+            "admin/deployments/a"
+        );
+        assert_eq!(
+            objects[1].source.namespace.as_ref().unwrap().as_str(),
+            "admin/central"
+        );
     }
 
     #[test]
@@ -484,9 +555,17 @@ mod tests {
         assert!(error("- objectName: a\n").contains("secretPath is required"));
         assert!(error("- objectName: ../a\n  secretPath: s/x\n").contains("objectName"));
         assert!(error("- objectName: /a\n  secretPath: s/x\n").contains("relative"));
-        assert!(error("- objectName: a\n  secretPath: s/x\n- objectName: a\n  secretPath: s/y\n").contains("duplicated: a"));
-        assert!(error("- objectName: a\n  secretPath: s/x\n- objectName: a/b\n  secretPath: s/y\n").contains("directory"));
-        assert!(error("- objectName: a\n  secretPath: [x]\n").contains("secretPath must be a string"));
+        assert!(
+            error("- objectName: a\n  secretPath: s/x\n- objectName: a\n  secretPath: s/y\n")
+                .contains("duplicated: a")
+        );
+        assert!(
+            error("- objectName: a\n  secretPath: s/x\n- objectName: a/b\n  secretPath: s/y\n")
+                .contains("directory")
+        );
+        assert!(
+            error("- objectName: a\n  secretPath: [x]\n").contains("secretPath must be a string")
+        );
         assert!(error("- just a string\n").contains("mapping"));
     }
 

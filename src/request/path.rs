@@ -44,9 +44,7 @@ impl FilePath {
             match element {
                 ".." => return Err("must not contain a '..' element".into()),
                 "" | "." => {
-                    return Err(
-                        "must be a clean path (no '//', './', '/.' or trailing '/')".into()
-                    );
+                    return Err("must be a clean path (no '//', './', '/.' or trailing '/')".into());
                 }
                 _ => {}
             }

@@ -71,13 +71,19 @@ pub fn bind(path: &Path, mode: u32) -> io::Result<UnixListener> {
         Ok(_) => {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
-                format!("{} exists and is not a socket; refusing to replace it", path.display()),
+                format!(
+                    "{} exists and is not a socket; refusing to replace it",
+                    path.display()
+                ),
             ));
         }
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
         Err(err) => return Err(err),
     }
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let mut temp_name = path.file_name().unwrap_or_default().to_os_string();
     temp_name.push(format!(".{}.tmp", std::process::id()));
@@ -158,7 +164,10 @@ struct ProviderService {
 
 #[tonic::async_trait]
 impl CsiDriverProvider for ProviderService {
-    async fn version(&self, _request: Request<VersionRequest>) -> Result<Response<VersionResponse>, Status> {
+    async fn version(
+        &self,
+        _request: Request<VersionRequest>,
+    ) -> Result<Response<VersionResponse>, Status> {
         Ok(Response::new(VersionResponse {
             version: API_VERSION.to_owned(),
             runtime_name: RUNTIME_NAME.to_owned(),
@@ -166,7 +175,10 @@ impl CsiDriverProvider for ProviderService {
         }))
     }
 
-    async fn mount(&self, request: Request<MountRequest>) -> Result<Response<MountResponse>, Status> {
+    async fn mount(
+        &self,
+        request: Request<MountRequest>,
+    ) -> Result<Response<MountResponse>, Status> {
         let started = Instant::now();
         let deadline = grpc_timeout(request.metadata())
             .map_or(self.mount_timeout, |caller| caller.min(self.mount_timeout));
@@ -184,7 +196,9 @@ impl CsiDriverProvider for ProviderService {
         match result {
             Ok(response) => {
                 tracing::info!(
-                    pod_namespace, pod_name, pod_uid,
+                    pod_namespace,
+                    pod_name,
+                    pod_uid,
                     objects = response.files.len(),
                     elapsed_ms,
                     result = "ok",
@@ -254,9 +268,18 @@ mod tests {
     #[test]
     fn grpc_timeout_units() {
         let mut md = tonic::metadata::MetadataMap::new();
-        for (raw, expected) in [("2S", 2000), ("150m", 150), ("1M", 60_000), ("3H", 10_800_000)] {
+        for (raw, expected) in [
+            ("2S", 2000),
+            ("150m", 150),
+            ("1M", 60_000),
+            ("3H", 10_800_000),
+        ] {
             md.insert("grpc-timeout", raw.parse().unwrap());
-            assert_eq!(grpc_timeout(&md), Some(Duration::from_millis(expected)), "{raw}");
+            assert_eq!(
+                grpc_timeout(&md),
+                Some(Duration::from_millis(expected)),
+                "{raw}"
+            );
         }
         md.insert("grpc-timeout", "12X".parse().unwrap());
         assert_eq!(grpc_timeout(&md), None);

@@ -126,9 +126,12 @@ impl Vault {
 
     async fn login(&self, target: &VaultTarget, auth: &AuthPlan) -> Result<Token, VaultError> {
         let (namespace, mount) = match auth {
-            AuthPlan::AppRole { namespace, mount, .. } | AuthPlan::ServiceAccount { namespace, mount, .. } => {
-                (namespace.as_ref(), mount.as_str())
+            AuthPlan::AppRole {
+                namespace, mount, ..
             }
+            | AuthPlan::ServiceAccount {
+                namespace, mount, ..
+            } => (namespace.as_ref(), mount.as_str()),
         };
         let scope = Scoped {
             http: rustify::clients::reqwest::Client::new(
@@ -144,11 +147,20 @@ impl Vault {
             settings: &self.inert_settings,
         };
         let result = match auth {
-            AuthPlan::AppRole { role_id, secret_id, .. } => {
-                vaultrs::auth::approle::login(&scope, mount, role_id, secret_id.expose_secret()).await
+            AuthPlan::AppRole {
+                role_id, secret_id, ..
+            } => {
+                vaultrs::auth::approle::login(&scope, mount, role_id, secret_id.expose_secret())
+                    .await
             }
-            AuthPlan::ServiceAccount { method: AuthMethod::Jwt, role, jwt, .. } => {
-                vaultrs::auth::oidc::login(&scope, mount, jwt.expose_secret(), Some(role.clone())).await
+            AuthPlan::ServiceAccount {
+                method: AuthMethod::Jwt,
+                role,
+                jwt,
+                ..
+            } => {
+                vaultrs::auth::oidc::login(&scope, mount, jwt.expose_secret(), Some(role.clone()))
+                    .await
             }
             AuthPlan::ServiceAccount { role, jwt, .. } => {
                 vaultrs::auth::kubernetes::login(&scope, mount, role, jwt.expose_secret()).await
@@ -160,7 +172,9 @@ impl Vault {
         );
         let info: AuthInfo = result.map_err(|err| login_error(err, &where_))?;
         if info.client_token.is_empty() {
-            return Err(VaultError::Unexpected(format!("login at {where_} returned no token")));
+            return Err(VaultError::Unexpected(format!(
+                "login at {where_} returned no token"
+            )));
         }
         Ok(Token {
             secret: Arc::new(SecretString::from(info.client_token)),
@@ -216,12 +230,17 @@ impl Vault {
         }
 
         let what = describe(source);
-        let response = request.send().await.map_err(|err| transport_error(&err, &what))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|err| transport_error(&err, &what))?;
         let status = response.status();
         let body = read_body(response, &what).await?;
         if status.is_success() {
             if body.is_empty() {
-                return Err(VaultError::NotFound(format!("{what}: Vault returned no data")));
+                return Err(VaultError::NotFound(format!(
+                    "{what}: Vault returned no data"
+                )));
             }
             return serde_json::from_slice(&body)
                 .map_err(|_| VaultError::Unexpected(format!("{what}: response is not JSON")));
@@ -269,14 +288,26 @@ impl vaultrs::client::Client for Scoped<'_> {
 
 fn identity_of(target: &VaultTarget, auth: &AuthPlan) -> Identity {
     match auth {
-        AuthPlan::AppRole { mount, namespace, role_id, secret_id } => Identity {
+        AuthPlan::AppRole {
+            mount,
+            namespace,
+            role_id,
+            secret_id,
+        } => Identity {
             target: target.clone(),
             namespace: namespace.clone(),
             mount: mount.clone(),
             principal: format!("approle:{role_id}"),
             credential_digest: Sha256::digest(secret_id.expose_secret().as_bytes()).into(),
         },
-        AuthPlan::ServiceAccount { method, mount, namespace, role, jwt, audience } => Identity {
+        AuthPlan::ServiceAccount {
+            method,
+            mount,
+            namespace,
+            role,
+            jwt,
+            audience,
+        } => Identity {
             target: target.clone(),
             namespace: namespace.clone(),
             mount: mount.clone(),
@@ -292,25 +323,33 @@ fn build_client(tls: &TlsSettings, timeout: Duration) -> Result<reqwest::Client,
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(64)
-        .user_agent(concat!("vault-secrets-provider/", env!("CARGO_PKG_VERSION")));
+        .user_agent(concat!(
+            "vault-secrets-provider/",
+            env!("CARGO_PKG_VERSION")
+        ));
     let read = |path: &std::path::Path, what: &str| {
-        std::fs::read(path).map_err(|err| VaultError::Tls(format!("cannot read {what} {}: {err}", path.display())))
+        std::fs::read(path)
+            .map_err(|err| VaultError::Tls(format!("cannot read {what} {}: {err}", path.display())))
     };
     let mut roots = Vec::new();
     if let Some(path) = &tls.ca_cert {
         roots.extend(
-            reqwest::Certificate::from_pem_bundle(&read(path, "CA certificate")?)
-                .map_err(|_| VaultError::Tls(format!("{} holds no PEM certificate", path.display())))?,
+            reqwest::Certificate::from_pem_bundle(&read(path, "CA certificate")?).map_err(
+                |_| VaultError::Tls(format!("{} holds no PEM certificate", path.display())),
+            )?,
         );
     }
     if let Some(dir) = &tls.ca_directory {
-        let entries = std::fs::read_dir(dir)
-            .map_err(|err| VaultError::Tls(format!("cannot read CA directory {}: {err}", dir.display())))?;
+        let entries = std::fs::read_dir(dir).map_err(|err| {
+            VaultError::Tls(format!("cannot read CA directory {}: {err}", dir.display()))
+        })?;
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_file() {
                 // A CA directory may hold other files (hash links, READMEs).
-                if let Ok(certs) = reqwest::Certificate::from_pem_bundle(&read(&path, "CA certificate")?) {
+                if let Ok(certs) =
+                    reqwest::Certificate::from_pem_bundle(&read(&path, "CA certificate")?)
+                {
                     roots.extend(certs);
                 }
             }
@@ -345,16 +384,28 @@ fn describe(source: &Source) -> String {
         "{} {} in namespace {}",
         source.method,
         source.display_path(),
-        source.namespace.as_ref().map_or("(root)", Namespace::as_str)
+        source
+            .namespace
+            .as_ref()
+            .map_or("(root)", Namespace::as_str)
     )
 }
 
 async fn read_body(mut response: reqwest::Response, what: &str) -> Result<Vec<u8>, VaultError> {
-    if response.content_length().is_some_and(|len| len > MAX_RESPONSE_BYTES as u64) {
-        return Err(VaultError::Unexpected(format!("{what}: response larger than {MAX_RESPONSE_BYTES} bytes")));
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_RESPONSE_BYTES as u64)
+    {
+        return Err(VaultError::Unexpected(format!(
+            "{what}: response larger than {MAX_RESPONSE_BYTES} bytes"
+        )));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|err| transport_error(&err, what))? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|err| transport_error(&err, what))?
+    {
         if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
             return Err(VaultError::Unexpected(format!(
                 "{what}: response larger than {MAX_RESPONSE_BYTES} bytes"
@@ -434,22 +485,45 @@ fn login_error(err: ClientError, where_: &str) -> VaultError {
     use rustify::errors::ClientError as Rest;
     match err {
         ClientError::APIError { code, errors } => {
-            let detail = error_text(serde_json::json!({ "errors": errors }).to_string().as_bytes());
+            let detail = error_text(
+                serde_json::json!({ "errors": errors })
+                    .to_string()
+                    .as_bytes(),
+            );
             match code {
                 400 | 401 | 403 => VaultError::LoginRefused(with_detail(where_, &detail)),
-                404 => VaultError::NotFound(with_detail(&format!("{where_} (is the auth mount or namespace right?)"), &detail)),
-                _ => status_error(code, serde_json::json!({ "errors": [detail] }).to_string().as_bytes(), where_),
+                404 => VaultError::NotFound(with_detail(
+                    &format!("{where_} (is the auth mount or namespace right?)"),
+                    &detail,
+                )),
+                _ => status_error(
+                    code,
+                    serde_json::json!({ "errors": [detail] })
+                        .to_string()
+                        .as_bytes(),
+                    where_,
+                ),
             }
         }
-        ClientError::RestClientError { source: Rest::ServerResponseError { code, content } } => {
+        ClientError::RestClientError {
+            source: Rest::ServerResponseError { code, content },
+        } => {
             let body = content.unwrap_or_default();
             match code {
-                400 | 401 | 403 => VaultError::LoginRefused(with_detail(where_, &error_text(body.as_bytes()))),
+                400 | 401 | 403 => {
+                    VaultError::LoginRefused(with_detail(where_, &error_text(body.as_bytes())))
+                }
                 _ => status_error(code, body.as_bytes(), where_),
             }
         }
-        ClientError::RestClientError { source: Rest::RequestError { source, .. } } => {
-            let cause = source.chain().last().map(ToString::to_string).unwrap_or_default();
+        ClientError::RestClientError {
+            source: Rest::RequestError { source, .. },
+        } => {
+            let cause = source
+                .chain()
+                .last()
+                .map(ToString::to_string)
+                .unwrap_or_default();
             let kind = match source.downcast_ref::<reqwest::Error>() {
                 Some(e) if e.is_timeout() => "timed out",
                 Some(e) if e.is_connect() => "cannot connect",
@@ -471,20 +545,40 @@ mod tests {
     #[test]
     fn statuses_map_to_kinds() {
         let body = br#"{"errors":["permission denied"]}"#;
-        assert!(matches!(status_error(403, body, "x"), VaultError::PermissionDenied(m) if m == "x: permission denied"));
-        assert!(matches!(status_error(404, b"{\"errors\":[]}", "x"), VaultError::NotFound(m) if m == "x"));
-        assert!(matches!(status_error(503, b"{\"errors\":[\"Vault is sealed\"]}", "x"), VaultError::Unavailable(_)));
-        assert!(matches!(status_error(429, b"", "x"), VaultError::Unavailable(_)));
-        assert!(matches!(status_error(400, b"{\"errors\":[\"bad\"]}", "x"), VaultError::Rejected(_)));
-        assert!(matches!(status_error(418, b"", "x"), VaultError::Unexpected(_)));
+        assert!(
+            matches!(status_error(403, body, "x"), VaultError::PermissionDenied(m) if m == "x: permission denied")
+        );
+        assert!(
+            matches!(status_error(404, b"{\"errors\":[]}", "x"), VaultError::NotFound(m) if m == "x")
+        );
+        assert!(matches!(
+            status_error(503, b"{\"errors\":[\"Vault is sealed\"]}", "x"),
+            VaultError::Unavailable(_)
+        ));
+        assert!(matches!(
+            status_error(429, b"", "x"),
+            VaultError::Unavailable(_)
+        ));
+        assert!(matches!(
+            status_error(400, b"{\"errors\":[\"bad\"]}", "x"),
+            VaultError::Rejected(_)
+        ));
+        assert!(matches!(
+            status_error(418, b"", "x"),
+            VaultError::Unexpected(_)
+        ));
     }
 
     #[test]
     fn error_text_is_bounded_and_flat() {
         let long = format!("{{\"errors\":[\"{}\"]}}", "é".repeat(400));
         assert!(error_text(long.as_bytes()).chars().count() <= MAX_ERROR_TEXT + 1);
-        assert_eq!(error_text(b"{\"errors\":[\"1 error occurred:\\n\\t* invalid role or secret ID\\n\\n\"]}"),
-            "1 error occurred: * invalid role or secret ID");
+        assert_eq!(
+            error_text(
+                b"{\"errors\":[\"1 error occurred:\\n\\t* invalid role or secret ID\\n\\n\"]}"
+            ),
+            "1 error occurred: * invalid role or secret ID"
+        );
         assert_eq!(error_text(b"plain text"), "plain text");
     }
 }

@@ -150,7 +150,12 @@ impl TokenCache {
     fn evict(slots: &mut HashMap<Identity, Arc<Slot>>) {
         let mut by_age: Vec<(Instant, Identity)> = slots
             .iter()
-            .map(|(id, slot)| (slot.entry.lock().expect("token slot lock").last_used, id.clone()))
+            .map(|(id, slot)| {
+                (
+                    slot.entry.lock().expect("token slot lock").last_used,
+                    id.clone(),
+                )
+            })
             .collect();
         by_age.sort_by_key(|(used, _)| *used);
         let drop_count = (slots.len() / 10).max(1);
@@ -238,13 +243,22 @@ mod tests {
     async fn token_is_replaced_before_it_expires() {
         let cache = TokenCache::new(10);
         let id = identity("a");
-        let (_, origin) = cache.get_or_login(&id, || async { Ok(token(100)) }).await.unwrap();
+        let (_, origin) = cache
+            .get_or_login(&id, || async { Ok(token(100)) })
+            .await
+            .unwrap();
         assert_eq!(origin, Origin::Fresh);
         tokio::time::advance(Duration::from_secs(79)).await;
-        let (_, origin) = cache.get_or_login(&id, || async { Ok(token(100)) }).await.unwrap();
+        let (_, origin) = cache
+            .get_or_login(&id, || async { Ok(token(100)) })
+            .await
+            .unwrap();
         assert_eq!(origin, Origin::Cached);
         tokio::time::advance(Duration::from_secs(2)).await;
-        let (_, origin) = cache.get_or_login(&id, || async { Ok(token(100)) }).await.unwrap();
+        let (_, origin) = cache
+            .get_or_login(&id, || async { Ok(token(100)) })
+            .await
+            .unwrap();
         assert_eq!(origin, Origin::Fresh);
     }
 
@@ -252,12 +266,21 @@ mod tests {
     async fn invalidate_only_drops_the_failed_token() {
         let cache = TokenCache::new(10);
         let id = identity("a");
-        let (old, _) = cache.get_or_login(&id, || async { Ok(token(0)) }).await.unwrap();
+        let (old, _) = cache
+            .get_or_login(&id, || async { Ok(token(0)) })
+            .await
+            .unwrap();
         cache.invalidate(&id, &old);
-        let (new, origin) = cache.get_or_login(&id, || async { Ok(token(0)) }).await.unwrap();
+        let (new, origin) = cache
+            .get_or_login(&id, || async { Ok(token(0)) })
+            .await
+            .unwrap();
         assert_eq!(origin, Origin::Fresh);
         cache.invalidate(&id, &old); // stale: must keep `new`
-        let (again, origin) = cache.get_or_login(&id, || async { Ok(token(0)) }).await.unwrap();
+        let (again, origin) = cache
+            .get_or_login(&id, || async { Ok(token(0)) })
+            .await
+            .unwrap();
         assert_eq!(origin, Origin::Cached);
         assert!(Arc::ptr_eq(&new.secret, &again.secret));
     }
@@ -282,7 +305,10 @@ mod tests {
             .get_or_login(&id, || async { Err(VaultError::LoginRefused("no".into())) })
             .await;
         assert!(err.is_err());
-        let (_, origin) = cache.get_or_login(&id, || async { Ok(token(0)) }).await.unwrap();
+        let (_, origin) = cache
+            .get_or_login(&id, || async { Ok(token(0)) })
+            .await
+            .unwrap();
         assert_eq!(origin, Origin::Fresh);
     }
 }

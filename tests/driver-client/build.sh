@@ -26,8 +26,9 @@ command -v go >/dev/null || { echo "$0: go not found on PATH" >&2; exit 1; }
 godir="${DRIVER_CLIENT_GO_DIR:-$here/../../.tools/go}"
 mkdir -p "$godir"
 godir="$(cd "$godir" && pwd)"
-export GOPATH="${GOPATH:-$godir}"
-export GOMODCACHE="${GOMODCACHE:-$godir/pkg/mod}"
+# Same layout as the top-level Makefile, so both share one cache.
+export GOPATH="${GOPATH:-$godir/path}"
+export GOMODCACHE="${GOMODCACHE:-$godir/mod}"
 export GOCACHE="${GOCACHE:-$godir/cache}"
 # Use the machine's Go; never download a toolchain.
 export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"

@@ -233,6 +233,12 @@ func runStorm(opts options, in io.Reader, out io.Writer) int {
 
 	b := newBuilder(opts) // one builder, so one cached client, as in the driver
 	defer b.Cleanup()
+	// Create the cached client before fanning out: concurrent first Gets
+	// would each dial, and the builder drops (without closing) the losers.
+	// An error here is reported again by each request's own Get.
+	ctx, cancel := context.WithTimeout(context.Background(), opts.timeout)
+	_, _ = b.Get(ctx, opts.provider)
+	cancel()
 	results := make([]map[string]any, len(reqs))
 	sem := make(chan struct{}, opts.concurrency)
 	var wg sync.WaitGroup

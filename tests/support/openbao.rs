@@ -32,7 +32,9 @@ pub struct OpenBao {
 
 impl std::fmt::Debug for OpenBao {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenBao").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("OpenBao")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -93,7 +95,9 @@ impl OpenBao {
         let token = format!("root-{}", random_hex(16));
         let mut last_err = String::new();
         for _attempt in 0..10 {
-            let Some(port) = pick_port_pair() else { continue };
+            let Some(port) = pick_port_pair() else {
+                continue;
+            };
             let log_path = dir.path().join(format!("openbao-{port}.log"));
             let log = std::fs::File::create(&log_path).expect("create OpenBao log");
             let child = Command::new(&bin)
@@ -174,20 +178,41 @@ impl OpenBao {
 
     /// Admin call with the root token; panics with status + body on non-2xx.
     /// Returns Null for 204 (and any empty body).
-    pub async fn api(&self, method: &str, namespace: &str, path: &str, body: Option<Value>) -> Value {
+    pub async fn api(
+        &self,
+        method: &str,
+        namespace: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
         let (status, value) = self.api_status(method, namespace, path, body).await;
         if !(200..300).contains(&status) {
-            panic!("OpenBao {method} {path} (namespace {namespace:?}) at {}: HTTP {status}: {value}", self.addr);
+            panic!(
+                "OpenBao {method} {path} (namespace {namespace:?}) at {}: HTTP {status}: {value}",
+                self.addr
+            );
         }
         value
     }
 
     /// Like [`api`](Self::api) but returns the status instead of panicking on it
     /// (still panics when the server cannot be reached).
-    pub async fn api_status(&self, method: &str, namespace: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        match self.request(Some(&self.root_token), method, namespace, path, body).await {
+    pub async fn api_status(
+        &self,
+        method: &str,
+        namespace: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        match self
+            .request(Some(&self.root_token), method, namespace, path, body)
+            .await
+        {
             Ok(r) => r,
-            Err(e) => panic!("OpenBao {method} {path} (namespace {namespace:?}) at {}: {e}", self.addr),
+            Err(e) => panic!(
+                "OpenBao {method} {path} (namespace {namespace:?}) at {}: {e}",
+                self.addr
+            ),
         }
     }
 
@@ -197,7 +222,11 @@ impl OpenBao {
     pub async fn create_namespace(&self, path: &str) {
         let mut parent = String::new();
         for name in path.split('/').filter(|s| !s.is_empty()) {
-            let full = if parent.is_empty() { name.to_string() } else { format!("{parent}/{name}") };
+            let full = if parent.is_empty() {
+                name.to_string()
+            } else {
+                format!("{parent}/{name}")
+            };
             let key = (self.addr.clone(), self.root_token.clone(), full.clone());
             if !known_namespaces().lock().unwrap().contains(&key) {
                 // A concurrent creation of the same namespace makes OpenBao answer 400
@@ -205,13 +234,17 @@ impl OpenBao {
                 // deleted" until the other one finishes: retry that.
                 let deadline = Instant::now() + Duration::from_secs(30);
                 loop {
-                    let (status, body) =
-                        self.api_status("POST", &parent, &format!("sys/namespaces/{name}"), None).await;
+                    let (status, body) = self
+                        .api_status("POST", &parent, &format!("sys/namespaces/{name}"), None)
+                        .await;
                     if (200..300).contains(&status) || errors_contain(&body, "already exists") {
                         break;
                     }
                     if !errors_contain(&body, "being created") || Instant::now() > deadline {
-                        panic!("create namespace {full:?} at {}: HTTP {status}: {body}", self.addr);
+                        panic!(
+                            "create namespace {full:?} at {}: HTTP {status}: {body}",
+                            self.addr
+                        );
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -223,13 +256,26 @@ impl OpenBao {
 
     /// Mounts a secrets engine, e.g. ("ns", "secret", "kv", Some(json!({"version":"2"}))).
     /// An existing mount at that path is tolerated.
-    pub async fn enable_secrets(&self, namespace: &str, mount: &str, kind: &str, options: Option<Value>) {
+    pub async fn enable_secrets(
+        &self,
+        namespace: &str,
+        mount: &str,
+        kind: &str,
+        options: Option<Value>,
+    ) {
         let mut body = json!({ "type": kind });
         if let Some(o) = options {
             body["options"] = o;
         }
         let mount = mount.trim_matches('/');
-        let (status, resp) = self.api_status("POST", namespace, &format!("sys/mounts/{mount}"), Some(body)).await;
+        let (status, resp) = self
+            .api_status(
+                "POST",
+                namespace,
+                &format!("sys/mounts/{mount}"),
+                Some(body),
+            )
+            .await;
         if !(200..300).contains(&status) && !errors_contain(&resp, "already in use") {
             panic!("mount {kind} at {mount:?} (namespace {namespace:?}): HTTP {status}: {resp}");
         }
@@ -237,21 +283,30 @@ impl OpenBao {
 
     /// Writes a KV v2 secret; returns the new version.
     pub async fn kv2_put(&self, namespace: &str, mount: &str, path: &str, data: Value) -> u64 {
-        let api_path = format!("{}/data/{}", mount.trim_matches('/'), path.trim_matches('/'));
+        let api_path = format!(
+            "{}/data/{}",
+            mount.trim_matches('/'),
+            path.trim_matches('/')
+        );
         let body = json!({ "data": data });
         // A freshly mounted KV v2 can briefly answer "upgrading" / no handler while it
         // sets itself up; retry those for a few seconds.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let (status, resp) = self.api_status("POST", namespace, &api_path, Some(body.clone())).await;
+            let (status, resp) = self
+                .api_status("POST", namespace, &api_path, Some(body.clone()))
+                .await;
             if (200..300).contains(&status) {
-                return resp["data"]["version"]
-                    .as_u64()
-                    .unwrap_or_else(|| panic!("KV v2 write to {api_path} returned no version: {resp}"));
+                return resp["data"]["version"].as_u64().unwrap_or_else(|| {
+                    panic!("KV v2 write to {api_path} returned no version: {resp}")
+                });
             }
-            let transient = errors_contain(&resp, "upgrading") || errors_contain(&resp, "no handler for route");
+            let transient =
+                errors_contain(&resp, "upgrading") || errors_contain(&resp, "no handler for route");
             if !transient || Instant::now() > deadline {
-                panic!("KV v2 write to {api_path:?} (namespace {namespace:?}): HTTP {status}: {resp}");
+                panic!(
+                    "KV v2 write to {api_path:?} (namespace {namespace:?}): HTTP {status}: {resp}"
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -259,17 +314,30 @@ impl OpenBao {
 
     /// Writes (creates or replaces) an ACL policy.
     pub async fn write_policy(&self, namespace: &str, name: &str, hcl: &str) {
-        self.api("PUT", namespace, &format!("sys/policies/acl/{name}"), Some(json!({ "policy": hcl })))
-            .await;
+        self.api(
+            "PUT",
+            namespace,
+            &format!("sys/policies/acl/{name}"),
+            Some(json!({ "policy": hcl })),
+        )
+        .await;
     }
 
     /// Enables an auth method at `mount`; an existing mount there is tolerated.
     pub async fn enable_auth(&self, namespace: &str, mount: &str, kind: &str) {
         let mount = mount.trim_matches('/');
-        let (status, resp) =
-            self.api_status("POST", namespace, &format!("sys/auth/{mount}"), Some(json!({ "type": kind }))).await;
+        let (status, resp) = self
+            .api_status(
+                "POST",
+                namespace,
+                &format!("sys/auth/{mount}"),
+                Some(json!({ "type": kind })),
+            )
+            .await;
         if !(200..300).contains(&status) && !errors_contain(&resp, "already in use") {
-            panic!("enable auth {kind} at {mount:?} (namespace {namespace:?}): HTTP {status}: {resp}");
+            panic!(
+                "enable auth {kind} at {mount:?} (namespace {namespace:?}): HTTP {status}: {resp}"
+            );
         }
     }
 
@@ -290,8 +358,21 @@ impl OpenBao {
             other => panic!("approle params must be a JSON object, got {other}"),
         };
         body["token_policies"] = json!(policies);
-        self.api("POST", namespace, &format!("auth/{mount}/role/{role}"), Some(body)).await;
-        let resp = self.api("GET", namespace, &format!("auth/{mount}/role/{role}/role-id"), None).await;
+        self.api(
+            "POST",
+            namespace,
+            &format!("auth/{mount}/role/{role}"),
+            Some(body),
+        )
+        .await;
+        let resp = self
+            .api(
+                "GET",
+                namespace,
+                &format!("auth/{mount}/role/{role}/role-id"),
+                None,
+            )
+            .await;
         let role_id = resp["data"]["role_id"]
             .as_str()
             .unwrap_or_else(|| panic!("no role_id in {resp}"))
@@ -303,7 +384,14 @@ impl OpenBao {
     /// Generates a fresh secret ID for an AppRole role.
     pub async fn new_secret_id(&self, namespace: &str, mount: &str, role: &str) -> String {
         let mount = mount.trim_matches('/');
-        let resp = self.api("POST", namespace, &format!("auth/{mount}/role/{role}/secret-id"), None).await;
+        let resp = self
+            .api(
+                "POST",
+                namespace,
+                &format!("auth/{mount}/role/{role}/secret-id"),
+                None,
+            )
+            .await;
         resp["data"]["secret_id"]
             .as_str()
             .unwrap_or_else(|| panic!("no secret_id in response to secret-id generation"))
@@ -311,15 +399,29 @@ impl OpenBao {
     }
 
     /// AppRole login (`auth/<mount>/login` in `namespace`); returns the client token.
-    pub async fn approle_login(&self, namespace: &str, mount: &str, role_id: &str, secret_id: &str) -> String {
+    pub async fn approle_login(
+        &self,
+        namespace: &str,
+        mount: &str,
+        role_id: &str,
+        secret_id: &str,
+    ) -> String {
         let mount = mount.trim_matches('/');
         let body = json!({ "role_id": role_id, "secret_id": secret_id });
         let (status, resp) = self
-            .request(None, "POST", namespace, &format!("auth/{mount}/login"), Some(body))
+            .request(
+                None,
+                "POST",
+                namespace,
+                &format!("auth/{mount}/login"),
+                Some(body),
+            )
             .await
             .unwrap_or_else(|e| panic!("AppRole login at {}: {e}", self.addr));
         if status != 200 {
-            panic!("AppRole login (namespace {namespace:?}, mount {mount:?}): HTTP {status}: {resp}");
+            panic!(
+                "AppRole login (namespace {namespace:?}, mount {mount:?}): HTTP {status}: {resp}"
+            );
         }
         resp["auth"]["client_token"]
             .as_str()
@@ -328,18 +430,28 @@ impl OpenBao {
     }
 
     async fn is_ready(&self) -> Result<(), String> {
-        let (status, body) =
-            self.request(None, "GET", "", "sys/health", None).await.map_err(|e| e.to_string())?;
+        let (status, body) = self
+            .request(None, "GET", "", "sys/health", None)
+            .await
+            .map_err(|e| e.to_string())?;
         if status != 200 {
             return Err(format!("sys/health: HTTP {status}: {body}"));
         }
         // Make sure the server on this port is ours (it accepts our root token).
         let (status, _) = self
-            .request(Some(&self.root_token), "GET", "", "auth/token/lookup-self", None)
+            .request(
+                Some(&self.root_token),
+                "GET",
+                "",
+                "auth/token/lookup-self",
+                None,
+            )
             .await
             .map_err(|e| e.to_string())?;
         if status != 200 {
-            return Err(format!("root token refused (HTTP {status}): another server on this port?"));
+            return Err(format!(
+                "root token refused (HTTP {status}): another server on this port?"
+            ));
         }
         Ok(())
     }
@@ -347,13 +459,18 @@ impl OpenBao {
 
 fn errors_contain(body: &Value, needle: &str) -> bool {
     let needle = needle.to_ascii_lowercase();
-    body["errors"]
-        .as_array()
-        .is_some_and(|errs| errs.iter().any(|e| e.as_str().is_some_and(|s| s.to_ascii_lowercase().contains(&needle))))
+    body["errors"].as_array().is_some_and(|errs| {
+        errs.iter().any(|e| {
+            e.as_str()
+                .is_some_and(|s| s.to_ascii_lowercase().contains(&needle))
+        })
+    })
 }
 
 fn random_hex(bytes: usize) -> String {
-    (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
 }
 
 /// A port P with P and P+1 free on 127.0.0.1 (the dev server's cluster listener takes
@@ -376,7 +493,13 @@ pub fn unique(prefix: &str) -> String {
     let clean: String = prefix
         .to_ascii_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let clean = clean.trim_matches('-');
     let clean: String = clean.chars().take(40).collect();
@@ -388,7 +511,8 @@ pub fn unique(prefix: &str) -> String {
 pub async fn deployment_namespace(bao: &OpenBao, prefix: &str) -> String {
     let ns = format!("admin/deployments/{}", unique(prefix));
     bao.create_namespace(&ns).await;
-    bao.enable_secrets(&ns, "secret", "kv", Some(json!({ "version": "2" }))).await;
+    bao.enable_secrets(&ns, "secret", "kv", Some(json!({ "version": "2" })))
+        .await;
     bao.enable_auth(&ns, "approle", "approle").await;
     ns
 }
@@ -418,7 +542,9 @@ impl PrivateOpenBao {
 
     /// Whether the server process is still running.
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// The server's log so far.
@@ -429,7 +555,10 @@ impl PrivateOpenBao {
     /// Lets scripts/with-openbao.sh kill the server if this test process dies without
     /// running destructors.
     fn record_pid(&mut self) {
-        let (Some(dir), Some(child)) = (std::env::var_os("VSP_TEST_BAO_RUN_DIR"), self.child.as_ref()) else {
+        let (Some(dir), Some(child)) = (
+            std::env::var_os("VSP_TEST_BAO_RUN_DIR"),
+            self.child.as_ref(),
+        ) else {
             return;
         };
         let f = PathBuf::from(dir).join(format!("{}.pid", child.id()));

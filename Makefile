@@ -1,0 +1,49 @@
+# vault-secrets-provider: build, test and demo.
+#
+#   make demo    run the provider against a dev OpenBao and mount a secret through the real driver client
+#   make test    unit + integration tests against real OpenBao and the real driver client (v1.5 and v1.6)
+#   make lint    rustfmt and clippy
+#
+# Everything the tests need (OpenBao, the driver's Go client) is installed into .tools/
+# by this Makefile; nothing is installed system-wide.
+
+SHELL := /bin/bash
+TOOLS := $(CURDIR)/.tools
+CARGO ?= cargo
+export GOCACHE := $(TOOLS)/go/cache
+export GOMODCACHE := $(TOOLS)/go/mod
+export GOPATH := $(TOOLS)/go/path
+
+DRIVER_CLIENTS := $(TOOLS)/bin/driver-client-v1.5 $(TOOLS)/bin/driver-client-v1.6
+
+.PHONY: all build test unit integration lint demo tools openbao driver-clients clean
+
+all: build
+
+build:
+	$(CARGO) build --release --locked
+
+tools: openbao driver-clients
+
+openbao:
+	@scripts/install-openbao.sh >/dev/null
+
+driver-clients:
+	@tests/driver-client/build.sh $(TOOLS)/bin
+
+# The integration tests share one OpenBao dev server for the whole run.
+test: tools
+	$(CARGO) build --locked --all-targets
+	VSP_TEST_DRIVER_CLIENT_DIR=$(TOOLS)/bin scripts/with-openbao.sh $(CARGO) test --locked --all-targets
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+demo: tools
+	$(CARGO) build --locked
+	VSP_TEST_DRIVER_CLIENT_DIR=$(TOOLS)/bin scripts/with-openbao.sh scripts/demo.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf $(TOOLS)

@@ -1,0 +1,443 @@
+//! Our provider as a real process, the driver's real provider client, and a
+//! tmpfs volume for the files.
+//!
+//! * [`Provider::start`] runs the `vault-secrets-provider serve` binary on a
+//!   socket in a private providers directory and captures its log.
+//! * [`DriverClient`] is the Go program in `tests/driver-client/`, built from
+//!   the Secrets Store CSI Driver's own provider client at v1.5.x (grpc-go
+//!   1.56.3, which sends the socket path as `:authority`) and v1.6.x; it calls
+//!   our socket with `MountContent`, and the driver's atomic writer puts the
+//!   files into the target directory.
+//! * [`Volume`] is that target directory: a tmpfs when we may mount one (root),
+//!   otherwise a plain temporary directory.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// A running `vault-secrets-provider serve`.
+pub struct Provider {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    log_path: PathBuf,
+}
+
+impl Provider {
+    /// Starts the provider with `--vault-addr vault_addr` plus `extra` flags,
+    /// and waits until its socket exists.
+    pub fn start(vault_addr: &str, extra: &[&str]) -> Provider {
+        let dir = tempfile::Builder::new()
+            .prefix("vsp-provider.")
+            .tempdir()
+            .expect("tempdir");
+        Self::start_in(dir, vault_addr, extra)
+    }
+
+    /// Starts the provider in an existing directory (e.g. to restart it with
+    /// the same version key).
+    pub fn start_in(dir: tempfile::TempDir, vault_addr: &str, extra: &[&str]) -> Provider {
+        let log_path = dir.path().join(format!("provider-{}.log", unique_suffix()));
+        let log = std::fs::File::create(&log_path).expect("create provider log");
+        let socket = dir.path().join("vault.sock");
+        let child = Command::new(env!("CARGO_BIN_EXE_vault-secrets-provider"))
+            .arg("serve")
+            .arg("--endpoint")
+            .arg(&socket)
+            .args([
+                "--health-addr",
+                "127.0.0.1:0",
+                "--log-level",
+                "trace",
+                "--vault-addr",
+                vault_addr,
+            ])
+            .args(extra)
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_NAMESPACE")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn vault-secrets-provider");
+        let mut provider = Provider {
+            child: Some(child),
+            dir,
+            log_path,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !provider.socket().exists() {
+            if let Some(status) = provider
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "provider exited with {status} before serving:\n{}",
+                    provider.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "provider did not create its socket:\n{}",
+                provider.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        provider
+    }
+
+    /// The providers directory the driver searches (`<dir>/vault.sock` inside).
+    pub fn providers_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("vault.sock")
+    }
+
+    /// Everything the provider logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("provider still running");
+        signal(&child, "TERM");
+        wait_with_timeout(&mut child, Duration::from_secs(60))
+    }
+
+    /// Stops the provider and hands back its directory (socket dir, version key).
+    pub fn into_dir(mut self) -> tempfile::TempDir {
+        if self.child.is_some() {
+            self.terminate();
+        }
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        dir
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} failed");
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait provider") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("provider did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn unique_suffix() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+/// One build of the driver's provider client.
+#[derive(Clone, Debug)]
+pub struct DriverClient {
+    /// `v1.5` or `v1.6`.
+    pub version: &'static str,
+    bin: PathBuf,
+}
+
+/// What `MountContent` returned.
+#[derive(Clone, Debug)]
+pub struct MountResult {
+    /// Whether the Mount succeeded.
+    pub ok: bool,
+    /// objectName → version, on success.
+    pub object_versions: BTreeMap<String, String>,
+    /// The gRPC code name on failure (e.g. `InvalidArgument`).
+    pub grpc_code: String,
+    /// The status message on failure.
+    pub message: String,
+}
+
+impl MountResult {
+    /// Asserts success and returns the versions.
+    pub fn expect_ok(&self) -> &BTreeMap<String, String> {
+        assert!(self.ok, "mount failed: {} {}", self.grpc_code, self.message);
+        &self.object_versions
+    }
+
+    /// Asserts a failure with `code` whose message contains `needle`.
+    pub fn expect_err(&self, code: &str, needle: &str) {
+        assert!(!self.ok, "mount succeeded but {code} was expected");
+        assert_eq!(self.grpc_code, code, "message: {}", self.message);
+        assert!(
+            self.message.contains(needle),
+            "{code} message {:?} lacks {needle:?}",
+            self.message
+        );
+    }
+}
+
+/// Both driver client builds, v1.5 first.
+pub fn driver_clients() -> Vec<DriverClient> {
+    let dir = std::env::var("VSP_TEST_DRIVER_CLIENT_DIR").unwrap_or_else(|_| {
+        panic!("VSP_TEST_DRIVER_CLIENT_DIR is not set: run the tests via `make test`, which builds the driver clients")
+    });
+    ["v1.5", "v1.6"]
+        .into_iter()
+        .map(|version| {
+            let bin = Path::new(&dir).join(format!("driver-client-{version}"));
+            assert!(
+                bin.exists(),
+                "{} is missing: run `make tools`",
+                bin.display()
+            );
+            DriverClient { version, bin }
+        })
+        .collect()
+}
+
+impl DriverClient {
+    /// Calls `Mount` through the driver's client; files land in `target`.
+    pub fn mount(
+        &self,
+        provider: &Provider,
+        attributes: &Value,
+        secrets: &str,
+        target: &Path,
+    ) -> MountResult {
+        self.mount_raw(provider, &attributes.to_string(), secrets, target, "420")
+    }
+
+    /// Like [`mount`](Self::mount) with raw strings, for malformed input.
+    pub fn mount_raw(
+        &self,
+        provider: &Provider,
+        attributes: &str,
+        secrets: &str,
+        target: &Path,
+        permission: &str,
+    ) -> MountResult {
+        let request = json!({
+            "attributes": attributes,
+            "secrets": secrets,
+            "targetPath": target,
+            "permission": permission,
+        });
+        let output = self.run("mount", provider, &request.to_string(), &[]);
+        parse_result(output.trim())
+    }
+
+    /// Runs many Mounts over one client with `concurrency` in flight
+    /// (the `storm` subcommand); results in input order.
+    pub fn storm(
+        &self,
+        provider: &Provider,
+        requests: &[Value],
+        concurrency: usize,
+    ) -> Vec<MountResult> {
+        let input: String = requests.iter().map(|r| format!("{r}\n")).collect();
+        let output = self.run(
+            "storm",
+            provider,
+            &input,
+            &["--concurrency", &concurrency.to_string()],
+        );
+        output
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(parse_result)
+            .collect()
+    }
+
+    fn run(&self, command: &str, provider: &Provider, input: &str, extra: &[&str]) -> String {
+        use std::io::Write as _;
+        let mut child = Command::new(&self.bin)
+            .arg(command)
+            .arg("--providers-dir")
+            .arg(provider.providers_dir())
+            .args(["--provider", "vault", "--timeout", "60s"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.bin.display()));
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write request");
+        let output = child.wait_with_output().expect("driver client output");
+        assert!(
+            output.status.success(),
+            "driver client {} failed ({}): {}",
+            self.version,
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8 output")
+    }
+}
+
+fn parse_result(line: &str) -> MountResult {
+    let value: Value = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("bad driver client output {line:?}: {e}"));
+    MountResult {
+        ok: value["ok"].as_bool().unwrap_or(false),
+        object_versions: value["objectVersions"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        grpc_code: value["grpcCode"].as_str().unwrap_or_default().to_owned(),
+        message: value["message"].as_str().unwrap_or_default().to_owned(),
+    }
+}
+
+/// A pod volume: tmpfs when possible.
+pub struct Volume {
+    dir: tempfile::TempDir,
+    tmpfs: bool,
+}
+
+impl Volume {
+    /// A fresh, empty volume.
+    pub fn new() -> Volume {
+        let dir = tempfile::Builder::new()
+            .prefix("vsp-volume.")
+            .tempdir()
+            .expect("tempdir");
+        let tmpfs = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        Volume { dir, tmpfs }
+    }
+
+    /// Its path (the driver's `target_path`).
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Whether it is a real tmpfs.
+    pub fn is_tmpfs(&self) -> bool {
+        self.tmpfs
+    }
+
+    /// The visible files (following the writer's symlinks): path → (content, mode).
+    pub fn files(&self) -> BTreeMap<String, (Vec<u8>, u32)> {
+        let mut files = BTreeMap::new();
+        collect(self.path(), self.path(), &mut files);
+        files
+    }
+
+    /// One file's content as text.
+    pub fn read(&self, name: &str) -> String {
+        String::from_utf8(
+            std::fs::read(self.path().join(name)).unwrap_or_else(|e| panic!("read {name}: {e}")),
+        )
+        .expect("utf-8 file")
+    }
+
+    /// One file's mode.
+    pub fn mode(&self, name: &str) -> u32 {
+        std::fs::metadata(self.path().join(name))
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o7777
+    }
+}
+
+fn collect(root: &Path, dir: &Path, files: &mut BTreeMap<String, (Vec<u8>, u32)>) {
+    for entry in std::fs::read_dir(dir).expect("read volume") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // The atomic writer's own bookkeeping: `..data` and `..<timestamp>`.
+        if dir == root && name.starts_with("..") {
+            continue;
+        }
+        let path = entry.path();
+        let meta = std::fs::metadata(&path).expect("stat");
+        if meta.is_dir() {
+            collect(root, &path, files);
+        } else {
+            let rel = path
+                .strip_prefix(root)
+                .expect("under root")
+                .to_string_lossy()
+                .into_owned();
+            files.insert(
+                rel,
+                (
+                    std::fs::read(&path).expect("read"),
+                    meta.permissions().mode() & 0o7777,
+                ),
+            );
+        }
+    }
+}
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        if self.tmpfs {
+            let _ = Command::new("umount").arg(self.dir.path()).status();
+        }
+    }
+}
+
+/// Asserts that no secret in `secrets` (and nothing shaped like a Vault
+/// token) appears in `log`.
+pub fn assert_log_clean(log: &str, secrets: &[&str]) {
+    for secret in secrets {
+        assert!(!secret.is_empty());
+        assert!(
+            !log.contains(secret),
+            "the provider log contains a secret ({} chars)",
+            secret.len()
+        );
+    }
+    for (i, _) in log.match_indices("s.") {
+        let tail: String = log[i + 2..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
+        assert!(
+            tail.len() < 20,
+            "the provider log contains something shaped like a Vault token"
+        );
+    }
+}
