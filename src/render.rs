@@ -145,10 +145,10 @@ fn envelope_json(response: &Value) -> Vec<u8> {
             put(optional, &value, &mut out);
         }
     }
-    if let Some(Value::String(mount_type)) = response.get("mount_type") {
-        if !mount_type.is_empty() {
-            put("mount_type", &Value::String(mount_type.clone()), &mut out);
-        }
+    if let Some(Value::String(mount_type)) = response.get("mount_type")
+        && !mount_type.is_empty()
+    {
+        put("mount_type", &Value::String(mount_type.clone()), &mut out);
     }
     out.push(b'}');
     out

@@ -89,10 +89,10 @@ impl Versioner {
                 ),
             ));
         }
-        if let Ok(meta) = fs::metadata(path) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(path = %path.display(), "version key file is readable by group or others; chmod 600 it");
-            }
+        if let Ok(meta) = fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(path = %path.display(), "version key file is readable by group or others; chmod 600 it");
         }
         Ok(Self { key })
     }

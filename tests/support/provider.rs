@@ -118,8 +118,7 @@ impl Provider {
         if self.child.is_some() {
             self.terminate();
         }
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
-        dir
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
     }
 
     /// The process id.
