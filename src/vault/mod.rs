@@ -69,7 +69,7 @@ pub struct VaultConfig {
 /// The provider's Vault client: connection pools per TLS setting, and the
 /// token cache.
 pub struct Vault {
-    pools: Mutex<HashMap<TlsSettings, reqwest::Client>>,
+    pools: Mutex<HashMap<PoolKey, Endpoint>>,
     tokens: TokenCache,
     config: VaultConfig,
     /// vaultrs requires settings on its client trait; nothing reads them in
@@ -133,10 +133,11 @@ impl Vault {
                 namespace, mount, ..
             } => (namespace.as_ref(), mount.as_str()),
         };
+        let endpoint = self.endpoint(target).await?;
         let scope = Scoped {
             http: rustify::clients::reqwest::Client::new(
-                target.address.as_str().trim_end_matches('/'),
-                self.pool(&target.tls)?,
+                endpoint.base.as_str().trim_end_matches('/'),
+                endpoint.http,
             ),
             middle: EndpointMiddleware {
                 token: String::new(),
@@ -189,8 +190,8 @@ impl Vault {
         token: &Token,
         source: &Source,
     ) -> Result<serde_json::Value, VaultError> {
-        let http = self.pool(&target.tls)?;
-        let mut url = target.address.clone();
+        let Endpoint { http, base } = self.endpoint(target).await?;
+        let mut url = base;
         {
             let mut segments = url
                 .path_segments_mut()
@@ -248,16 +249,77 @@ impl Vault {
         Err(status_error(status.as_u16(), &body, &what))
     }
 
-    /// The connection pool for a TLS setting, built on first use.
-    fn pool(&self, tls: &TlsSettings) -> Result<reqwest::Client, VaultError> {
-        let mut pools = self.pools.lock().expect("pool lock");
-        if let Some(client) = pools.get(tls) {
-            return Ok(client.clone());
+    /// The connection pool and base URL for a target, built on first use.
+    ///
+    /// With a TLS server name (`vaultTLSServerName`), requests go to that name
+    /// (so SNI and certificate verification use it) while the connection is
+    /// pinned to the addresses the configured host resolved to when the pool
+    /// was built.
+    async fn endpoint(&self, target: &VaultTarget) -> Result<Endpoint, VaultError> {
+        let key = PoolKey {
+            tls: target.tls.clone(),
+            pinned_address: target
+                .tls
+                .server_name
+                .as_ref()
+                .map(|_| target.address.clone()),
+        };
+        let cached = self.pools.lock().expect("pool lock").get(&key).cloned();
+        if let Some(endpoint) = cached {
+            if key.pinned_address.is_none() {
+                return Ok(Endpoint {
+                    base: target.address.clone(),
+                    ..endpoint
+                });
+            }
+            return Ok(endpoint);
         }
-        let client = build_client(tls, self.config.request_timeout)?;
-        pools.insert(tls.clone(), client.clone());
-        Ok(client)
+        let mut builder = client_builder(&target.tls, self.config.request_timeout)?;
+        let mut base = target.address.clone();
+        if let Some(name) = &target.tls.server_name {
+            let host = target
+                .address
+                .host_str()
+                .ok_or_else(|| VaultError::Tls("the Vault address has no host".into()))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let port = target.address.port_or_known_default().unwrap_or(8200);
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|err| VaultError::Unavailable(format!("cannot resolve {host}: {err}")))?
+                .collect();
+            base.set_host(Some(name)).map_err(|_| {
+                VaultError::Tls(format!("TLS server name {name:?} is not a valid host name"))
+            })?;
+            builder = builder.resolve_to_addrs(name, &addrs);
+        }
+        let http = builder
+            .build()
+            .map_err(|err| VaultError::Tls(format!("cannot build the HTTP client: {err}")))?;
+        let endpoint = Endpoint { http, base };
+        self.pools
+            .lock()
+            .expect("pool lock")
+            .insert(key, endpoint.clone());
+        Ok(endpoint)
     }
+}
+
+/// Connection pools are shared by every target with the same TLS settings;
+/// a pinned TLS server name also pins the address it is resolved from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PoolKey {
+    tls: TlsSettings,
+    pinned_address: Option<url::Url>,
+}
+
+/// Where and how to send a request: a pooled client and the base URL to use
+/// with it.
+#[derive(Clone)]
+struct Endpoint {
+    http: reqwest::Client,
+    base: url::Url,
 }
 
 /// vaultrs' client trait, implemented on a borrowed view: our shared pool,
@@ -317,7 +379,10 @@ fn identity_of(target: &VaultTarget, auth: &AuthPlan) -> Identity {
     }
 }
 
-fn build_client(tls: &TlsSettings, timeout: Duration) -> Result<reqwest::Client, VaultError> {
+fn client_builder(
+    tls: &TlsSettings,
+    timeout: Duration,
+) -> Result<reqwest::ClientBuilder, VaultError> {
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
@@ -366,17 +431,10 @@ fn build_client(tls: &TlsSettings, timeout: Duration) -> Result<reqwest::Client,
             .map_err(|_| VaultError::Tls("client certificate or key is not valid PEM".into()))?;
         builder = builder.identity(identity);
     }
-    if tls.server_name.is_some() {
-        return Err(VaultError::Tls(
-            "vaultTLSServerName / --vault-tls-server-name is not supported yet".into(),
-        ));
-    }
     if tls.skip_verify {
         builder = builder.tls_danger_accept_invalid_certs(true);
     }
-    builder
-        .build()
-        .map_err(|err| VaultError::Tls(format!("cannot build the HTTP client: {err}")))
+    Ok(builder)
 }
 
 fn describe(source: &Source) -> String {
@@ -431,6 +489,19 @@ fn transport_error(err: &reqwest::Error, what: &str) -> VaultError {
     while let Some(inner) = source {
         cause = inner.to_string();
         source = inner.source();
+    }
+    unavailable_or_tls(what, kind, &cause)
+}
+
+/// A transport failure: `Unavailable`, except for a certificate the provider
+/// cannot verify, which is a configuration problem (CA, server name) that
+/// retrying cannot fix.
+fn unavailable_or_tls(what: &str, kind: &str, cause: &str) -> VaultError {
+    if cause.contains("certificate") || cause.contains("Certificate") {
+        return VaultError::Tls(format!(
+            "{what}: Vault's TLS certificate was not accepted ({cause}); check vaultCACertPath, \
+             vaultCADirectory or vaultTLSServerName"
+        ));
     }
     VaultError::Unavailable(format!("{what}: {kind}: {cause}"))
 }
@@ -529,7 +600,7 @@ fn login_error(err: ClientError, where_: &str) -> VaultError {
                 Some(e) if e.is_connect() => "cannot connect",
                 _ => "request failed",
             };
-            VaultError::Unavailable(format!("login at {where_}: {kind}: {cause}"))
+            unavailable_or_tls(&format!("login at {where_}"), kind, &cause)
         }
         ClientError::ResponseEmptyError | ClientError::ResponseDataEmptyError => {
             VaultError::Unexpected(format!("login at {where_} returned no auth data"))
