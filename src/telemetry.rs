@@ -36,6 +36,7 @@ const CAPS: &[&str] = &[
     "rustls=info",
     "tower=info",
     "tonic=info",
+    "loona_hpack=off",
     "vaultrs=off",
     "rustify=off",
 ];

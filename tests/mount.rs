@@ -718,3 +718,51 @@ async fn socket_is_private_and_removed_on_sigterm() {
     assert!(!socket.exists(), "socket must be removed on shutdown");
     assert!(provider.log().contains("received SIGTERM"));
 }
+
+/// SIGTERM while a Mount is waiting on Vault: the Mount still completes with
+/// its files, then the provider exits and removes its socket. The delay comes
+/// from a small TCP proxy in front of the real OpenBao (a slow Vault is not
+/// something the dev server can be asked to be).
+// Multi-threaded: the test thread blocks on the driver client while the
+// proxy's tasks must keep running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_mounts() {
+    let d = Deployment::new("drain").await;
+    d.put("app", json!({"k": "drained"})).await;
+    let upstream = OpenBao::shared()
+        .addr
+        .trim_start_matches("http://")
+        .to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+
+    let mut provider = Provider::start(&proxy_addr, &[]);
+    let socket = provider.socket();
+    let attributes =
+        d.attributes("- objectName: k\n  secretPath: secret/data/app\n  secretKey: k\n");
+    let secrets = d.secrets();
+    let client = driver_clients().pop().unwrap();
+    let volume = Volume::new();
+    let target = volume.path().to_owned();
+    let pending = {
+        let provider_dir = provider.providers_dir().to_owned();
+        std::thread::spawn(move || client.mount_in(&provider_dir, &attributes, &secrets, &target))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let status = provider.terminate();
+    pending.join().unwrap().expect_ok();
+    assert_eq!(volume.read("k"), "drained");
+    assert!(status.success(), "provider exit status {status}");
+    assert!(!socket.exists());
+}

@@ -234,6 +234,27 @@ impl DriverClient {
         self.mount_raw(provider, &attributes.to_string(), secrets, target, "420")
     }
 
+    /// Like [`mount`](Self::mount), given only the providers directory (for
+    /// calls made from another thread while the test controls the process).
+    pub fn mount_in(
+        &self,
+        providers_dir: &Path,
+        attributes: &Value,
+        secrets: &str,
+        target: &Path,
+    ) -> MountResult {
+        let request = json!({
+            "attributes": attributes.to_string(),
+            "secrets": secrets,
+            "targetPath": target,
+            "permission": "420",
+        });
+        parse_result(
+            self.run_in("mount", providers_dir, &request.to_string(), &[])
+                .trim(),
+        )
+    }
+
     /// Like [`mount`](Self::mount) with raw strings, for malformed input.
     pub fn mount_raw(
         &self,
@@ -276,11 +297,15 @@ impl DriverClient {
     }
 
     fn run(&self, command: &str, provider: &Provider, input: &str, extra: &[&str]) -> String {
+        self.run_in(command, provider.providers_dir(), input, extra)
+    }
+
+    fn run_in(&self, command: &str, providers_dir: &Path, input: &str, extra: &[&str]) -> String {
         use std::io::Write as _;
         let mut child = Command::new(&self.bin)
             .arg(command)
             .arg("--providers-dir")
-            .arg(provider.providers_dir())
+            .arg(providers_dir)
             .args(["--provider", "vault", "--timeout", "60s"])
             .args(extra)
             .stdin(Stdio::piped())
