@@ -104,6 +104,24 @@ pub struct ServeArgs {
     #[arg(long, env = "VSP_TOKEN_CACHE_SIZE", default_value_t = 10_000)]
     pub token_cache_size: usize,
 
+    /// Most pod certificates and leased secrets kept between Mounts.
+    #[arg(long, env = "VSP_LEASE_CACHE_SIZE", default_value_t = 10_000)]
+    pub lease_cache_size: usize,
+
+    /// Per-pod state (certificates, leases, tokens) that no Mount has used for
+    /// this long is dropped: the driver never says when a pod is gone.
+    #[arg(long, env = "VSP_POD_STATE_IDLE_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub pod_state_idle_timeout: Duration,
+
+    /// Revoke the leases and tokens of idle pod state when dropping it (needs
+    /// a policy allowing `sys/leases/revoke`).
+    #[arg(long, env = "VSP_REVOKE_ON_IDLE")]
+    pub revoke_on_idle: bool,
+
+    /// Revoke every cached Vault token on shutdown.
+    #[arg(long, env = "VSP_REVOKE_TOKENS_ON_SHUTDOWN")]
+    pub revoke_tokens_on_shutdown: bool,
+
     /// File holding the key for object versions (created, mode 0600, if
     /// missing). Default: `vault-secrets-provider.key` next to the socket.
     #[arg(long, env = "VSP_VERSION_KEY_FILE")]

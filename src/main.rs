@@ -66,7 +66,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
         request_timeout: args.vault_request_timeout,
         token_cache_size: args.token_cache_size,
     });
-    let provider = Arc::new(Provider::new(vault, versioner, defaults));
+    let provider = Arc::new(
+        Provider::new(vault, versioner, defaults).with_lease_capacity(args.lease_cache_size),
+    );
+    tokio::spawn(sweep_idle_state(
+        provider.clone(),
+        args.pod_state_idle_timeout,
+        args.revoke_on_idle,
+    ));
 
     let serving = Serving::default();
     let health = telemetry::bind_health(args.health_addr)
@@ -82,11 +89,36 @@ async fn serve(args: ServeArgs) -> Result<()> {
         mount_timeout: args.mount_timeout,
         drain_timeout: args.mount_timeout + std::time::Duration::from_secs(5),
     };
-    server::serve(listener, provider, config, serving, shutdown_signal())
-        .await
-        .context("gRPC server failed")?;
+    server::serve(
+        listener,
+        provider.clone(),
+        config,
+        serving,
+        shutdown_signal(),
+    )
+    .await
+    .context("gRPC server failed")?;
+    if args.revoke_tokens_on_shutdown {
+        let revoked = provider.vault().revoke_all().await;
+        tracing::info!(revoked, "revoked cached Vault tokens");
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Drops per-pod state no Mount has used for `idle`, checking a few times per
+/// idle period.
+async fn sweep_idle_state(provider: Arc<Provider>, idle: std::time::Duration, revoke: bool) {
+    let period = (idle / 4).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(60),
+    );
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        provider.expire_idle(idle, revoke).await;
+    }
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

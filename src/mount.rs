@@ -1,26 +1,42 @@
 //! Runs a [`MountPlan`]: one Vault request per distinct source, concurrently,
 //! then every object rendered and versioned. All or nothing: any failure
 //! fails the whole Mount and no file is returned.
+//!
+//! Fewer Vault calls by design: objects sharing a source share one response;
+//! identical reads of one identity across simultaneous Mounts share one call
+//! (single flight); and a pod's certificates and leased credentials are kept
+//! until `renewalPercent` of their lifetime (see [`crate::vault::leases`]).
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{StreamExt as _, TryStreamExt as _};
 
 use crate::error::MountError;
 use crate::proto::{File, MountRequest, MountResponse, ObjectVersion};
 use crate::render;
-use crate::request::{self, Defaults, MountPlan, Source};
-use crate::vault::{Origin, Token, Vault, VaultError};
+use crate::request::{self, Defaults, Method, MountPlan, Source};
+use crate::vault::flight::{Flights, Role};
+use crate::vault::leases::{self, LeaseCache, LeaseKey};
+use crate::vault::{Identity, Origin, Token, Vault, VaultError};
 use crate::version::Versioner;
 
 /// Most Vault requests one Mount has in flight at once.
 const FETCH_CONCURRENCY: usize = 16;
+/// Default bound on cached pod certificates and leases.
+const DEFAULT_LEASE_CAPACITY: usize = 10_000;
+
+/// A Vault response, shared between the objects and Mounts that use it.
+type Response = Arc<serde_json::Value>;
 
 /// Everything a Mount needs that outlives a single request.
 pub struct Provider {
     vault: Vault,
     versioner: Versioner,
     defaults: Defaults,
+    leases: LeaseCache,
+    reads: Flights<(Identity, Source), Result<Response, VaultError>>,
 }
 
 impl Provider {
@@ -30,6 +46,56 @@ impl Provider {
             vault,
             versioner,
             defaults,
+            leases: LeaseCache::new(DEFAULT_LEASE_CAPACITY),
+            reads: Flights::default(),
+        }
+    }
+
+    /// Bounds the per-pod certificate and lease cache to `capacity` entries.
+    pub fn with_lease_capacity(mut self, capacity: usize) -> Self {
+        self.leases = LeaseCache::new(capacity);
+        self
+    }
+
+    /// The per-pod certificate and lease cache (for metrics and tests).
+    pub fn leases(&self) -> &LeaseCache {
+        &self.leases
+    }
+
+    /// Drops per-pod state (certificates, leases, tokens) unused for longer
+    /// than `idle`; with `revoke`, revokes the leases and tokens it drops.
+    pub async fn expire_idle(&self, idle: Duration, revoke: bool) {
+        let leases = self.leases.expire_idle(idle);
+        let tokens = self.vault.tokens().expire_idle(idle);
+        if !leases.is_empty() || !tokens.is_empty() {
+            tracing::info!(
+                leases = leases.len(),
+                tokens = tokens.len(),
+                "dropped idle pod state"
+            );
+        }
+        if !revoke {
+            return;
+        }
+        for (key, lease) in leases {
+            let Some(token) = self.vault.tokens().peek(&key.identity) else {
+                continue;
+            };
+            if let Err(err) = self
+                .vault
+                .revoke_lease(
+                    &key.identity.target,
+                    &token,
+                    key.source.namespace.as_ref(),
+                    &lease.id,
+                )
+                .await
+            {
+                tracing::warn!(error = %err, "cannot revoke an idle lease");
+            }
+        }
+        for (identity, token) in tokens {
+            self.vault.revoke_token(&identity, &token).await;
         }
     }
 
@@ -60,7 +126,12 @@ impl Provider {
             source_of.push(i);
         }
 
-        let responses = self.fetch(plan, &sources).await?;
+        // A shared source renews at the earliest share any of its objects asks for.
+        let mut percent = vec![leases::DEFAULT_PERCENT; sources.len()];
+        for (object, &i) in plan.objects.iter().zip(&source_of) {
+            percent[i] = percent[i].min(object.renewal_percent);
+        }
+        let responses = self.fetch(plan, &sources, &percent).await?;
 
         let mut files = Vec::with_capacity(plan.objects.len());
         let mut versions = Vec::with_capacity(plan.objects.len());
@@ -90,22 +161,26 @@ impl Provider {
         &self,
         plan: &MountPlan,
         sources: &[&Source],
-    ) -> Result<Vec<serde_json::Value>, MountError> {
+        percent: &[u8],
+    ) -> Result<Vec<Response>, MountError> {
         let (identity, token, origin) = self
             .vault
-            .token(&plan.vault, &plan.auth)
+            .token(&plan.vault, &plan.auth, plan.pod.uid.as_deref())
             .await
             .map_err(MountError::login)?;
-        match self.fetch_with(plan, sources, &token).await {
+        match self
+            .fetch_with(plan, sources, percent, &identity, &token)
+            .await
+        {
             Err((_, VaultError::PermissionDenied(_))) if origin == Origin::Cached => {
                 tracing::debug!("cached token refused; logging in again");
                 self.vault.invalidate(&identity, &token);
-                let (_, token, _) = self
+                let (identity, token, _) = self
                     .vault
-                    .token(&plan.vault, &plan.auth)
+                    .token(&plan.vault, &plan.auth, plan.pod.uid.as_deref())
                     .await
                     .map_err(MountError::login)?;
-                self.fetch_with(plan, sources, &token)
+                self.fetch_with(plan, sources, percent, &identity, &token)
                     .await
                     .map_err(|(source, err)| MountError::read(plan, source, err))
             }
@@ -117,14 +192,15 @@ impl Provider {
         &self,
         plan: &MountPlan,
         sources: &[&'a Source],
+        percent: &[u8],
+        identity: &Identity,
         token: &Token,
-    ) -> Result<Vec<serde_json::Value>, (&'a Source, VaultError)> {
+    ) -> Result<Vec<Response>, (&'a Source, VaultError)> {
         // Indices rather than references keep the stream's closure free of
         // higher-ranked lifetimes, which the gRPC service's Send bound needs.
         futures::stream::iter(0..sources.len())
             .map(|i| async move {
-                self.vault
-                    .read(&plan.vault, token, sources[i])
+                self.fetch_source(plan, sources[i], percent[i], identity, token)
                     .await
                     .map_err(|err| (i, err))
             })
@@ -132,5 +208,83 @@ impl Provider {
             .try_collect()
             .await
             .map_err(|(i, err)| (sources[i], err))
+    }
+
+    /// One source: from the pod's cache if it holds a live certificate or
+    /// lease, else from Vault (shared with identical concurrent reads).
+    async fn fetch_source(
+        &self,
+        plan: &MountPlan,
+        source: &Source,
+        percent: u8,
+        identity: &Identity,
+        token: &Token,
+    ) -> Result<Response, VaultError> {
+        let Some(pod_uid) = plan.pod.uid.as_deref() else {
+            return self
+                .shared_read(plan, source, identity, token)
+                .await
+                .map(|(r, _)| r);
+        };
+        let key = LeaseKey {
+            pod_uid: pod_uid.to_owned(),
+            identity: identity.clone(),
+            source: source.clone(),
+        };
+        let fetch = || async {
+            let (response, role) = self.shared_read(plan, source, identity, token).await?;
+            // Another pod's certificate or credentials are not ours to use.
+            if role == Role::Follower
+                && leases::classify(&response, percent, tokio::time::Instant::now()).is_some()
+            {
+                return self
+                    .vault
+                    .read(&plan.vault, token, source)
+                    .await
+                    .map(Arc::new);
+            }
+            Ok(response)
+        };
+        let renew = |lease: leases::Lease| async move {
+            self.vault
+                .renew_lease(
+                    &plan.vault,
+                    token,
+                    source.namespace.as_ref(),
+                    &lease.id,
+                    lease.duration,
+                )
+                .await
+        };
+        self.leases
+            .get(&key, percent, fetch, renew)
+            .await
+            .map(|(r, _)| r)
+    }
+
+    /// Reads are shared between simultaneous Mounts of one identity; writes
+    /// (e.g. PKI issue) never are.
+    async fn shared_read(
+        &self,
+        plan: &MountPlan,
+        source: &Source,
+        identity: &Identity,
+        token: &Token,
+    ) -> Result<(Response, Role), VaultError> {
+        let read = || async {
+            self.vault
+                .read(&plan.vault, token, source)
+                .await
+                .map(Arc::new)
+        };
+        if matches!(source.method, Method::Get | Method::List) {
+            let (result, role) = self
+                .reads
+                .run(&(identity.clone(), source.clone()), read)
+                .await;
+            result.map(|r| (r, role))
+        } else {
+            read().await.map(|r| (r, Role::Leader))
+        }
     }
 }

@@ -31,7 +31,13 @@ pub struct ObjectSpec {
     pub encoding: Encoding,
     /// `filePermission`, if given (otherwise the request's default applies).
     pub mode: Option<u32>,
+    /// `renewalPercent`: share of a certificate's or lease's lifetime after
+    /// which it is re-issued or renewed (1–99, default 67).
+    pub renewal_percent: u8,
 }
+
+/// Default `renewalPercent`.
+pub const DEFAULT_RENEWAL_PERCENT: u8 = 67;
 
 /// One Vault request. Equal sources within a Mount are fetched once, so a
 /// certificate and its key (or a username and its password) always match.
@@ -296,6 +302,19 @@ fn parse_object(
         ),
     };
 
+    let renewal_percent = match fields.remove("renewalPercent") {
+        None | Some(Yaml::Null) => DEFAULT_RENEWAL_PERCENT,
+        Some(value) => scalar(&value)
+            .and_then(|text| text.trim().trim_end_matches('%').parse::<u8>().ok())
+            .filter(|p| (1..=99).contains(p))
+            .ok_or_else(|| {
+                RequestError::invalid(
+                    &position,
+                    "renewalPercent must be a whole number from 1 to 99",
+                )
+            })?,
+    };
+
     if !fields.is_empty() {
         let unknown: Vec<&str> = fields.keys().map(String::as_str).collect();
         tracing::warn!(object = %name, fields = ?unknown, "ignoring unknown object fields");
@@ -313,6 +332,7 @@ fn parse_object(
         selection,
         encoding,
         mode,
+        renewal_percent,
     })
 }
 
@@ -517,6 +537,26 @@ mod tests {
         assert!(
             error("- objectName: a\n  secretPath: s/x\n  secretKey: k\n  render: data\n")
                 .contains("not both")
+        );
+    }
+
+    #[test]
+    fn renewal_percent() {
+        assert_eq!(
+            one("- objectName: a\n  secretPath: s/x\n").renewal_percent,
+            67
+        );
+        assert_eq!(
+            one("- objectName: a\n  secretPath: s/x\n  renewalPercent: 50\n").renewal_percent,
+            50
+        );
+        assert!(
+            error("- objectName: a\n  secretPath: s/x\n  renewalPercent: 100\n")
+                .contains("renewalPercent")
+        );
+        assert!(
+            error("- objectName: a\n  secretPath: s/x\n  renewalPercent: x\n")
+                .contains("renewalPercent")
         );
     }
 

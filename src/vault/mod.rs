@@ -9,6 +9,8 @@
 //! and reports 403/404 in two different shapes; here every failure becomes one
 //! typed [`VaultError`].
 
+pub mod flight;
+pub mod leases;
 pub mod tokens;
 
 use std::collections::HashMap;
@@ -22,7 +24,7 @@ use vaultrs::client::VaultClientSettings;
 use vaultrs::error::ClientError;
 
 use crate::request::{AuthMethod, AuthPlan, Method, Namespace, Source, TlsSettings, VaultTarget};
-pub use tokens::{Identity, Origin, Token, TokenCache};
+pub use tokens::{Identity, Origin, Refresh, Token, TokenCache};
 
 /// Largest Vault response we accept. The driver's gRPC limit is 4 MiB for a
 /// whole Mount, so anything bigger cannot be delivered anyway.
@@ -104,19 +106,97 @@ impl Vault {
         &self.tokens
     }
 
-    /// A token for the plan's identity: cached, or from one login shared by
-    /// all concurrent callers.
+    /// A token for the plan's identity: cached, renewed, or from one login
+    /// shared by all concurrent callers. `pod_uid` binds service-account
+    /// identities to their pod, so a pod keeps one Vault token while kubelet
+    /// rotates its JWT.
     pub async fn token(
         &self,
         target: &VaultTarget,
         auth: &AuthPlan,
+        pod_uid: Option<&str>,
     ) -> Result<(Identity, Token, Origin), VaultError> {
-        let identity = identity_of(target, auth);
+        let identity = identity_of(target, auth, pod_uid);
         let (token, origin) = self
             .tokens
-            .get_or_login(&identity, || self.login(target, auth))
+            .get(
+                &identity,
+                || self.login(target, auth),
+                |token| self.renew(target, auth, token),
+            )
             .await?;
         Ok((identity, token, origin))
+    }
+
+    /// `renew-self` with the token's own period; any failure means "log in".
+    async fn renew(&self, target: &VaultTarget, auth: &AuthPlan, token: Token) -> Refresh {
+        let Ok(scope) = self.scope(target, auth_namespace(auth), Some(&token)).await else {
+            return Refresh::Login;
+        };
+        let increment = format!("{}s", token.ttl.as_secs().max(1));
+        match vaultrs::token::renew_self(&scope, Some(&increment)).await {
+            Ok(info) if info.lease_duration > 0 => {
+                tracing::debug!(ttl_s = info.lease_duration, "renewed Vault token");
+                Refresh::Renewed(Duration::from_secs(info.lease_duration))
+            }
+            Ok(_) => Refresh::Login,
+            Err(err) => {
+                tracing::debug!(error = %login_error(err, "token renewal"), "token renewal failed; logging in");
+                Refresh::Login
+            }
+        }
+    }
+
+    /// Revokes every cached token (at shutdown, when asked to). Best effort:
+    /// failures are logged and the tokens expire on their own.
+    pub async fn revoke_all(&self) -> usize {
+        let mut revoked = 0;
+        for (identity, token) in self.tokens.drain() {
+            revoked += usize::from(self.revoke_token(&identity, &token).await);
+        }
+        revoked
+    }
+
+    /// Revokes one token (`revoke-self`); returns whether Vault accepted.
+    pub async fn revoke_token(&self, identity: &Identity, token: &Token) -> bool {
+        let Ok(scope) = self
+            .scope(&identity.target, identity.namespace.as_ref(), Some(token))
+            .await
+        else {
+            return false;
+        };
+        match vaultrs::token::revoke_self(&scope).await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(error = %login_error(err, "token revocation"), "cannot revoke a Vault token");
+                false
+            }
+        }
+    }
+
+    /// A vaultrs client view on our pool, in `namespace`, with `token`.
+    async fn scope<'a>(
+        &'a self,
+        target: &VaultTarget,
+        namespace: Option<&Namespace>,
+        token: Option<&Token>,
+    ) -> Result<Scoped<'a>, VaultError> {
+        let endpoint = self.endpoint(target).await?;
+        Ok(Scoped {
+            http: rustify::clients::reqwest::Client::new(
+                endpoint.base.as_str().trim_end_matches('/'),
+                endpoint.http,
+            ),
+            middle: EndpointMiddleware {
+                token: token
+                    .map(|t| t.secret.expose_secret().to_owned())
+                    .unwrap_or_default(),
+                version: "v1".to_owned(),
+                wrap: None,
+                namespace: namespace.map(|ns| ns.as_str().to_owned()),
+            },
+            settings: &self.inert_settings,
+        })
     }
 
     /// Forgets a token that Vault no longer accepts.
@@ -125,28 +205,13 @@ impl Vault {
     }
 
     async fn login(&self, target: &VaultTarget, auth: &AuthPlan) -> Result<Token, VaultError> {
-        let (namespace, mount) = match auth {
-            AuthPlan::AppRole {
-                namespace, mount, ..
+        let namespace = auth_namespace(auth);
+        let mount = match auth {
+            AuthPlan::AppRole { mount, .. } | AuthPlan::ServiceAccount { mount, .. } => {
+                mount.as_str()
             }
-            | AuthPlan::ServiceAccount {
-                namespace, mount, ..
-            } => (namespace.as_ref(), mount.as_str()),
         };
-        let endpoint = self.endpoint(target).await?;
-        let scope = Scoped {
-            http: rustify::clients::reqwest::Client::new(
-                endpoint.base.as_str().trim_end_matches('/'),
-                endpoint.http,
-            ),
-            middle: EndpointMiddleware {
-                token: String::new(),
-                version: "v1".to_owned(),
-                wrap: None,
-                namespace: namespace.map(|ns| ns.as_str().to_owned()),
-            },
-            settings: &self.inert_settings,
-        };
+        let scope = self.scope(target, namespace, None).await?;
         let result = match auth {
             AuthPlan::AppRole {
                 role_id, secret_id, ..
@@ -177,9 +242,15 @@ impl Vault {
                 "login at {where_} returned no token"
             )));
         }
+        tracing::debug!(
+            ttl_s = info.lease_duration,
+            renewable = info.renewable,
+            "logged in to Vault"
+        );
         Ok(Token {
             secret: Arc::new(SecretString::from(info.client_token)),
             ttl: Duration::from_secs(info.lease_duration),
+            renewable: info.renewable,
         })
     }
 
@@ -190,6 +261,70 @@ impl Vault {
         token: &Token,
         source: &Source,
     ) -> Result<serde_json::Value, VaultError> {
+        let request = Call {
+            namespace: source.namespace.as_ref(),
+            method: source.method,
+            path: &source.path,
+            query: &source.query,
+            body: source.args.clone(),
+        };
+        self.call(target, token, request, &describe(source)).await
+    }
+
+    /// Extends a lease (`sys/leases/renew`) by `increment`; returns the
+    /// duration Vault granted, which is shorter when the lease hits its max TTL.
+    pub async fn renew_lease(
+        &self,
+        target: &VaultTarget,
+        token: &Token,
+        namespace: Option<&Namespace>,
+        lease_id: &str,
+        increment: Duration,
+    ) -> Result<Duration, VaultError> {
+        let body = serde_json::json!({ "lease_id": lease_id, "increment": increment.as_secs() })
+            .to_string();
+        let request = Call {
+            namespace,
+            method: Method::Put,
+            path: "sys/leases/renew",
+            query: &[],
+            body: Some(body),
+        };
+        let response = self.call(target, token, request, "lease renewal").await?;
+        Ok(Duration::from_secs(
+            response["lease_duration"].as_u64().unwrap_or(0),
+        ))
+    }
+
+    /// Revokes a lease (`sys/leases/revoke`).
+    pub async fn revoke_lease(
+        &self,
+        target: &VaultTarget,
+        token: &Token,
+        namespace: Option<&Namespace>,
+        lease_id: &str,
+    ) -> Result<(), VaultError> {
+        let body = serde_json::json!({ "lease_id": lease_id }).to_string();
+        let request = Call {
+            namespace,
+            method: Method::Put,
+            path: "sys/leases/revoke",
+            query: &[],
+            body: Some(body),
+        };
+        match self.call(target, token, request, "lease revocation").await {
+            Ok(_) | Err(VaultError::NotFound(_)) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn call(
+        &self,
+        target: &VaultTarget,
+        token: &Token,
+        request: Call<'_>,
+        what: &str,
+    ) -> Result<serde_json::Value, VaultError> {
         let Endpoint { http, base } = self.endpoint(target).await?;
         let mut url = base;
         {
@@ -197,14 +332,14 @@ impl Vault {
                 .path_segments_mut()
                 .map_err(|()| VaultError::Unexpected("Vault address cannot hold a path".into()))?;
             segments.pop_if_empty().push("v1");
-            segments.extend(source.path.split('/'));
+            segments.extend(request.path.split('/'));
         }
         {
             let mut query = url.query_pairs_mut();
-            for (key, value) in &source.query {
+            for (key, value) in request.query {
                 query.append_pair(key, value);
             }
-            if source.method == Method::List {
+            if request.method == Method::List {
                 query.append_pair("list", "true");
             }
         }
@@ -212,31 +347,31 @@ impl Vault {
             url.set_query(None);
         }
 
-        let method = match source.method {
+        let method = match request.method {
             Method::Get | Method::List => reqwest::Method::GET,
             Method::Put => reqwest::Method::PUT,
             Method::Post => reqwest::Method::POST,
         };
-        let mut request = http
+        let mut builder = http
             .request(method, url)
             .header("X-Vault-Request", "true")
             .header("X-Vault-Token", token.secret.expose_secret());
-        if let Some(namespace) = &source.namespace {
-            request = request.header("X-Vault-Namespace", namespace.as_str());
+        if let Some(namespace) = request.namespace {
+            builder = builder.header("X-Vault-Namespace", namespace.as_str());
         }
-        if let Some(args) = &source.args {
-            request = request
+        if let Some(body) = request.body {
+            builder = builder
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(args.clone());
+                .body(body);
         }
+        let request = builder;
 
-        let what = describe(source);
         let response = request
             .send()
             .await
-            .map_err(|err| transport_error(&err, &what))?;
+            .map_err(|err| transport_error(&err, what))?;
         let status = response.status();
-        let body = read_body(response, &what).await?;
+        let body = read_body(response, what).await?;
         if status.is_success() {
             if body.is_empty() {
                 return Err(VaultError::NotFound(format!(
@@ -246,7 +381,7 @@ impl Vault {
             return serde_json::from_slice(&body)
                 .map_err(|_| VaultError::Unexpected(format!("{what}: response is not JSON")));
         }
-        Err(status_error(status.as_u16(), &body, &what))
+        Err(status_error(status.as_u16(), &body, what))
     }
 
     /// The connection pool and base URL for a target, built on first use.
@@ -306,6 +441,15 @@ impl Vault {
     }
 }
 
+/// One HTTP request to Vault.
+struct Call<'a> {
+    namespace: Option<&'a Namespace>,
+    method: Method,
+    path: &'a str,
+    query: &'a [(String, String)],
+    body: Option<String>,
+}
+
 /// Connection pools are shared by every target with the same TLS settings;
 /// a pinned TLS server name also pins the address it is resolved from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -348,7 +492,15 @@ impl vaultrs::client::Client for Scoped<'_> {
     }
 }
 
-fn identity_of(target: &VaultTarget, auth: &AuthPlan) -> Identity {
+fn auth_namespace(auth: &AuthPlan) -> Option<&Namespace> {
+    match auth {
+        AuthPlan::AppRole { namespace, .. } | AuthPlan::ServiceAccount { namespace, .. } => {
+            namespace.as_ref()
+        }
+    }
+}
+
+fn identity_of(target: &VaultTarget, auth: &AuthPlan, pod_uid: Option<&str>) -> Identity {
     match auth {
         AuthPlan::AppRole {
             mount,
@@ -373,8 +525,12 @@ fn identity_of(target: &VaultTarget, auth: &AuthPlan) -> Identity {
             target: target.clone(),
             namespace: namespace.clone(),
             mount: mount.clone(),
-            principal: format!("{method}:{role}:{audience}"),
-            credential_digest: Sha256::digest(jwt.expose_secret().as_bytes()).into(),
+            principal: format!("{method}:{role}:{audience}:pod={}", pod_uid.unwrap_or("")),
+            // Without a pod UID the token itself is the only identity we have.
+            credential_digest: match pod_uid {
+                Some(_) => [0; 32],
+                None => Sha256::digest(jwt.expose_secret().as_bytes()).into(),
+            },
         },
     }
 }

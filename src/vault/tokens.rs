@@ -1,7 +1,12 @@
-//! The token cache: one Vault token per identity, reused until shortly before
-//! it expires, replaced after a 403, and obtained by at most one login at a
-//! time per identity (concurrent Mounts wait for that login instead of
-//! starting their own).
+//! The token cache: one Vault token per identity.
+//!
+//! A token is reused until about two thirds of its TTL (with jitter, so many
+//! identities do not renew in lockstep), then renewed with `renew-self` by
+//! the next caller; when it cannot be renewed (not renewable, renewal
+//! refused, or capped by its max TTL and about to expire) a fresh login
+//! replaces it. A token Vault refuses (403) is dropped. At most one login or
+//! renewal runs per identity: concurrent Mounts wait for it instead of
+//! starting their own.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,9 +29,10 @@ pub struct Identity {
     pub namespace: Option<Namespace>,
     /// Auth mount.
     pub mount: String,
-    /// Non-secret principal: AppRole role ID, or role name.
+    /// Non-secret principal: AppRole role ID, or method, role, audience and pod UID.
     pub principal: String,
-    /// SHA-256 of the secret credential (secret ID or JWT).
+    /// SHA-256 of the secret credential (secret ID; the JWT only for a
+    /// service-account login without a pod UID).
     pub credential_digest: [u8; 32],
 }
 
@@ -37,17 +43,37 @@ pub struct Token {
     pub secret: Arc<SecretString>,
     /// Lifetime Vault granted (`lease_duration`); zero means it does not expire.
     pub ttl: Duration,
+    /// Whether `renew-self` can extend it.
+    pub renewable: bool,
+}
+
+/// What the cache does with a token that reached its renewal time.
+pub enum Refresh {
+    /// Renewed: Vault granted this TTL from now.
+    Renewed(Duration),
+    /// Renewal is impossible or failed: log in again.
+    Login,
+}
+
+struct Cached {
+    token: Token,
+    /// When the next caller should renew or replace it.
+    refresh_at: Instant,
+    /// When Vault will stop accepting it (`None`: never).
+    expires_at: Option<Instant>,
+    /// TTL the last login granted, requested again on renewal.
+    period: Duration,
 }
 
 struct Entry {
-    token: Option<(Token, Instant)>,
+    token: Option<Cached>,
     last_used: Instant,
 }
 
 struct Slot {
     entry: Mutex<Entry>,
-    /// Held while logging in, so one identity logs in once at a time.
-    login: tokio::sync::Mutex<()>,
+    /// Held while logging in or renewing, so one identity does it once at a time.
+    refresh: tokio::sync::Mutex<()>,
 }
 
 /// Bounded map of identity → token.
@@ -60,7 +86,7 @@ pub struct TokenCache {
 /// token that gets a 403 means a policy denial, not a stale token).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {
-    /// Reused.
+    /// Reused (possibly renewed).
     Cached,
     /// Obtained by a login during this call.
     Fresh,
@@ -85,30 +111,64 @@ impl TokenCache {
         self.len() == 0
     }
 
-    /// Returns a usable token for `identity`, calling `login` only if there is
-    /// none; concurrent callers for one identity share a single login.
-    pub async fn get_or_login<F, Fut>(
+    /// Returns a usable token for `identity`. A cached token past its refresh
+    /// time goes through `renew`; a missing or unrenewable one through
+    /// `login`. Concurrent callers for one identity share that work.
+    pub async fn get<L, LF, R, RF>(
         &self,
         identity: &Identity,
-        login: F,
+        login: L,
+        renew: R,
     ) -> Result<(Token, Origin), VaultError>
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Token, VaultError>>,
+        L: FnOnce() -> LF,
+        LF: Future<Output = Result<Token, VaultError>>,
+        R: FnOnce(Token) -> RF,
+        RF: Future<Output = Refresh>,
     {
         let slot = self.slot(identity);
-        if let Some(token) = Self::usable(&slot) {
+        if let Some(token) = Self::fresh(&slot) {
             return Ok((token, Origin::Cached));
         }
-        let _login = slot.login.lock().await;
-        // Another caller may have logged in while we waited.
-        if let Some(token) = Self::usable(&slot) {
+        let _refreshing = slot.refresh.lock().await;
+        // Another caller may have refreshed it while we waited.
+        if let Some(token) = Self::fresh(&slot) {
             return Ok((token, Origin::Cached));
+        }
+        if let Some((token, period)) = Self::renewable(&slot) {
+            if let Refresh::Renewed(granted) = renew(token.clone()).await {
+                let now = Instant::now();
+                // A grant shorter than asked means the max TTL is near: use
+                // the token until shortly before it ends, then log in.
+                let refresh_at = if granted + Duration::from_secs(1) >= period {
+                    now + refresh_delay(granted)
+                } else {
+                    now + granted.saturating_sub(safety_margin(granted))
+                };
+                let mut entry = slot.entry.lock().expect("token slot lock");
+                if let Some(cached) = entry.token.as_mut() {
+                    cached.refresh_at = refresh_at;
+                    cached.expires_at = Some(now + granted);
+                }
+                entry.last_used = now;
+                return Ok((token, Origin::Cached));
+            }
         }
         let token = login().await?;
+        let now = Instant::now();
+        let cached = Cached {
+            refresh_at: if token.ttl.is_zero() {
+                now + Duration::from_secs(365 * 24 * 3600)
+            } else {
+                now + refresh_delay(token.ttl)
+            },
+            expires_at: (!token.ttl.is_zero()).then(|| now + token.ttl),
+            period: token.ttl,
+            token: token.clone(),
+        };
         let mut entry = slot.entry.lock().expect("token slot lock");
-        entry.token = Some((token.clone(), Instant::now()));
-        entry.last_used = Instant::now();
+        entry.token = Some(cached);
+        entry.last_used = now;
         Ok((token, Origin::Fresh))
     }
 
@@ -120,10 +180,52 @@ impl TokenCache {
         if entry
             .token
             .as_ref()
-            .is_some_and(|(cached, _)| Arc::ptr_eq(&cached.secret, &token.secret))
+            .is_some_and(|cached| Arc::ptr_eq(&cached.token.secret, &token.secret))
         {
             entry.token = None;
         }
+    }
+
+    /// The cached token for `identity`, if any, without refreshing it.
+    pub fn peek(&self, identity: &Identity) -> Option<Token> {
+        let slots = self.slots.lock().expect("token cache lock");
+        let slot = slots.get(identity)?;
+        let entry = slot.entry.lock().expect("token slot lock");
+        entry.token.as_ref().map(|cached| cached.token.clone())
+    }
+
+    /// Removes and returns every cached token (for revocation at shutdown).
+    pub fn drain(&self) -> Vec<(Identity, Token)> {
+        let slots = std::mem::take(&mut *self.slots.lock().expect("token cache lock"));
+        slots
+            .into_iter()
+            .filter_map(|(identity, slot)| {
+                let token = slot.entry.lock().expect("token slot lock").token.take()?;
+                Some((identity, token.token))
+            })
+            .collect()
+    }
+
+    /// Drops identities unused for longer than `idle`; returns their tokens.
+    pub fn expire_idle(&self, idle: Duration) -> Vec<(Identity, Token)> {
+        let now = Instant::now();
+        let mut slots = self.slots.lock().expect("token cache lock");
+        let stale: Vec<Identity> = slots
+            .iter()
+            .filter(|(_, slot)| {
+                let entry = slot.entry.lock().expect("token slot lock");
+                now.duration_since(entry.last_used) > idle
+            })
+            .map(|(identity, _)| identity.clone())
+            .collect();
+        stale
+            .into_iter()
+            .filter_map(|identity| {
+                let slot = slots.remove(&identity)?;
+                let token = slot.entry.lock().expect("token slot lock").token.take()?;
+                Some((identity, token.token))
+            })
+            .collect()
     }
 
     fn slot(&self, identity: &Identity) -> Arc<Slot> {
@@ -139,7 +241,7 @@ impl TokenCache {
                 token: None,
                 last_used: Instant::now(),
             }),
-            login: tokio::sync::Mutex::new(()),
+            refresh: tokio::sync::Mutex::new(()),
         });
         slots.insert(identity.clone(), slot.clone());
         slot
@@ -164,24 +266,44 @@ impl TokenCache {
         }
     }
 
-    fn usable(slot: &Slot) -> Option<Token> {
+    /// The cached token if it is before its refresh time.
+    fn fresh(slot: &Slot) -> Option<Token> {
         let mut entry = slot.entry.lock().expect("token slot lock");
         let now = Instant::now();
-        let (token, obtained) = entry.token.as_ref()?;
-        if !token.ttl.is_zero() && now >= *obtained + refresh_after(token.ttl) {
+        let cached = entry.token.as_ref()?;
+        if now >= cached.refresh_at {
             return None;
         }
-        let token = token.clone();
+        let token = cached.token.clone();
         entry.last_used = now;
         Some(token)
     }
+
+    /// The cached token if renewing it may help: renewable, not yet expired,
+    /// and not already capped (a capped token's refresh time is its end).
+    fn renewable(slot: &Slot) -> Option<(Token, Duration)> {
+        let entry = slot.entry.lock().expect("token slot lock");
+        let cached = entry.token.as_ref()?;
+        let now = Instant::now();
+        let alive = cached
+            .expires_at
+            .is_none_or(|end| now + safety_margin(cached.period) < end);
+        (cached.token.renewable && alive).then(|| (cached.token.clone(), cached.period))
+    }
 }
 
-/// How long a token is reused: until 80% of its TTL has passed (at least two
-/// seconds before expiry), so no request goes out with a token about to die.
-fn refresh_after(ttl: Duration) -> Duration {
-    let margin = (ttl / 5).max(Duration::from_secs(2)).min(ttl);
-    ttl - margin
+/// When to renew a token with this TTL: at 60–70% of it (jitter spreads the
+/// renewals of many identities).
+fn refresh_delay(ttl: Duration) -> Duration {
+    let fraction = rand::random_range(0.60..0.70);
+    ttl.mul_f64(fraction)
+}
+
+/// How long before expiry a token is no longer used.
+fn safety_margin(ttl: Duration) -> Duration {
+    (ttl / 10)
+        .clamp(Duration::from_millis(500), Duration::from_secs(30))
+        .min(ttl)
 }
 
 #[cfg(test)]
@@ -202,11 +324,16 @@ mod tests {
         }
     }
 
-    fn token(ttl_secs: u64) -> Token {
+    fn token(ttl_secs: u64, renewable: bool) -> Token {
         Token {
             secret: Arc::new(SecretString::from("t".to_owned())),
             ttl: Duration::from_secs(ttl_secs),
+            renewable,
         }
+    }
+
+    async fn no_renew(_: Token) -> Refresh {
+        panic!("renewal not expected")
     }
 
     #[tokio::test]
@@ -219,11 +346,15 @@ mod tests {
                 let logins = logins.clone();
                 tokio::spawn(async move {
                     cache
-                        .get_or_login(&identity("a"), || async {
-                            logins.fetch_add(1, Ordering::SeqCst);
-                            tokio::task::yield_now().await;
-                            Ok(token(3600))
-                        })
+                        .get(
+                            &identity("a"),
+                            || async {
+                                logins.fetch_add(1, Ordering::SeqCst);
+                                tokio::task::yield_now().await;
+                                Ok(token(3600, true))
+                            },
+                            no_renew,
+                        )
                         .await
                         .map(|(_, origin)| origin)
                 })
@@ -240,23 +371,90 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn token_is_replaced_before_it_expires() {
+    async fn renewed_at_two_thirds_then_replaced_at_max_ttl() {
         let cache = TokenCache::new(10);
         let id = identity("a");
         let (_, origin) = cache
-            .get_or_login(&id, || async { Ok(token(100)) })
+            .get(&id, || async { Ok(token(90, true)) }, no_renew)
             .await
             .unwrap();
         assert_eq!(origin, Origin::Fresh);
-        tokio::time::advance(Duration::from_secs(79)).await;
+
+        tokio::time::advance(Duration::from_secs(50)).await; // < 60% of 90 s
         let (_, origin) = cache
-            .get_or_login(&id, || async { Ok(token(100)) })
+            .get(&id, || async { panic!("no login") }, no_renew)
             .await
             .unwrap();
         assert_eq!(origin, Origin::Cached);
-        tokio::time::advance(Duration::from_secs(2)).await;
+
+        tokio::time::advance(Duration::from_secs(15)).await; // > 70%: renew
+        let renewals = AtomicUsize::new(0);
         let (_, origin) = cache
-            .get_or_login(&id, || async { Ok(token(100)) })
+            .get(
+                &id,
+                || async { panic!("no login") },
+                |_| async {
+                    renewals.fetch_add(1, Ordering::SeqCst);
+                    Refresh::Renewed(Duration::from_secs(90))
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (origin, renewals.load(Ordering::SeqCst)),
+            (Origin::Cached, 1)
+        );
+
+        // Renewal capped by the max TTL: used until shortly before its end, then a login.
+        tokio::time::advance(Duration::from_secs(64)).await;
+        let (_, origin) = cache
+            .get(
+                &id,
+                || async { panic!("no login") },
+                |_| async { Refresh::Renewed(Duration::from_secs(20)) },
+            )
+            .await
+            .unwrap();
+        assert_eq!(origin, Origin::Cached);
+        tokio::time::advance(Duration::from_secs(15)).await;
+        let (_, origin) = cache
+            .get(&id, || async { panic!("no login") }, no_renew)
+            .await
+            .unwrap();
+        assert_eq!(origin, Origin::Cached, "still inside the capped lifetime");
+        tokio::time::advance(Duration::from_secs(4)).await;
+        let (_, origin) = cache
+            .get(&id, || async { Ok(token(90, true)) }, no_renew)
+            .await
+            .unwrap();
+        assert_eq!(
+            origin,
+            Origin::Fresh,
+            "capped token is replaced by a login, not renewed again"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unrenewable_or_refused_renewal_means_login() {
+        let cache = TokenCache::new(10);
+        let id = identity("a");
+        cache
+            .get(&id, || async { Ok(token(30, false)) }, no_renew)
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(25)).await;
+        let (_, origin) = cache
+            .get(&id, || async { Ok(token(30, true)) }, no_renew)
+            .await
+            .unwrap();
+        assert_eq!(origin, Origin::Fresh);
+        tokio::time::advance(Duration::from_secs(25)).await;
+        let (_, origin) = cache
+            .get(
+                &id,
+                || async { Ok(token(30, true)) },
+                |_| async { Refresh::Login },
+            )
             .await
             .unwrap();
         assert_eq!(origin, Origin::Fresh);
@@ -267,18 +465,18 @@ mod tests {
         let cache = TokenCache::new(10);
         let id = identity("a");
         let (old, _) = cache
-            .get_or_login(&id, || async { Ok(token(0)) })
+            .get(&id, || async { Ok(token(0, false)) }, no_renew)
             .await
             .unwrap();
         cache.invalidate(&id, &old);
         let (new, origin) = cache
-            .get_or_login(&id, || async { Ok(token(0)) })
+            .get(&id, || async { Ok(token(0, false)) }, no_renew)
             .await
             .unwrap();
         assert_eq!(origin, Origin::Fresh);
         cache.invalidate(&id, &old); // stale: must keep `new`
         let (again, origin) = cache
-            .get_or_login(&id, || async { Ok(token(0)) })
+            .get(&id, || async { Ok(token(0, false)) }, no_renew)
             .await
             .unwrap();
         assert_eq!(origin, Origin::Cached);
@@ -286,15 +484,40 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn cache_is_bounded() {
+    async fn cache_is_bounded_and_drains() {
         let cache = TokenCache::new(20);
         for i in 0..100 {
             cache
-                .get_or_login(&identity(&i.to_string()), || async { Ok(token(0)) })
+                .get(
+                    &identity(&i.to_string()),
+                    || async { Ok(token(0, false)) },
+                    no_renew,
+                )
                 .await
                 .unwrap();
         }
-        assert!(cache.len() <= 20, "len {}", cache.len());
+        let held = cache.len();
+        assert!((1..=20).contains(&held), "len {held}");
+        assert_eq!(cache.drain().len(), held);
+        assert!(cache.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_identities_expire() {
+        let cache = TokenCache::new(10);
+        cache
+            .get(&identity("old"), || async { Ok(token(0, false)) }, no_renew)
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(100)).await;
+        cache
+            .get(&identity("new"), || async { Ok(token(0, false)) }, no_renew)
+            .await
+            .unwrap();
+        let expired = cache.expire_idle(Duration::from_secs(60));
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].0.principal, "old");
+        assert_eq!(cache.len(), 1);
     }
 
     #[tokio::test]
@@ -302,11 +525,15 @@ mod tests {
         let cache = TokenCache::new(10);
         let id = identity("a");
         let err = cache
-            .get_or_login(&id, || async { Err(VaultError::LoginRefused("no".into())) })
+            .get(
+                &id,
+                || async { Err(VaultError::LoginRefused("no".into())) },
+                no_renew,
+            )
             .await;
         assert!(err.is_err());
         let (_, origin) = cache
-            .get_or_login(&id, || async { Ok(token(0)) })
+            .get(&id, || async { Ok(token(0, false)) }, no_renew)
             .await
             .unwrap();
         assert_eq!(origin, Origin::Fresh);

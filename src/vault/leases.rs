@@ -1,0 +1,463 @@
+//! Per-pod cache of dynamic secrets: PKI certificates and leased credentials.
+//!
+//! The driver calls Mount again on every rotation poll (v1.5) or republish
+//! (v1.6, about once a minute). Re-issuing a certificate each time would churn
+//! pods (HashiCorp's provider issue #238) and pile up leases, so a response
+//! that carries a certificate or a lease is kept for the pod that got it and
+//! returned unchanged — same bytes, same version — until `renewalPercent` of
+//! its lifetime has passed. Then a renewable lease is renewed; a certificate,
+//! or a lease that cannot be renewed (or whose renewal was cut short by its
+//! max TTL), is fetched anew. Plain KV reads are never cached.
+//!
+//! There is no Unmount call, so entries a pod stops asking for are dropped
+//! after an idle time ([`LeaseCache::expire_idle`]).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::{Identity, VaultError};
+use crate::request::Source;
+
+/// Default `renewalPercent`.
+pub const DEFAULT_PERCENT: u8 = crate::request::objects::DEFAULT_RENEWAL_PERCENT;
+
+/// One pod's copy of one dynamic source, fetched with one identity.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LeaseKey {
+    /// The pod.
+    pub pod_uid: String,
+    /// Who fetched it.
+    pub identity: Identity,
+    /// What was fetched.
+    pub source: Source,
+}
+
+/// A lease Vault attached to a response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// `lease_id`.
+    pub id: String,
+    /// `lease_duration` as granted.
+    pub duration: Duration,
+    /// Whether `sys/leases/renew` can extend it.
+    pub renewable: bool,
+}
+
+/// A cached dynamic response.
+#[derive(Clone, Debug)]
+pub struct Dynamic {
+    /// The whole response, as first returned.
+    pub response: Arc<Value>,
+    /// When to renew or re-fetch.
+    pub refresh_at: Instant,
+    /// The lease, if any.
+    pub lease: Option<Lease>,
+    /// Whether the lease is still worth renewing (false once renewal was cut
+    /// short by the max TTL, or for certificates).
+    pub renew: bool,
+}
+
+/// What happened on a [`LeaseCache::get`], for metrics and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The cached response was returned.
+    Reused,
+    /// The lease was renewed and the cached response returned.
+    Renewed,
+    /// Fetched from Vault (first time, expired, or not dynamic).
+    Fetched,
+}
+
+/// Whether `response` is dynamic, and if so when it should be refreshed.
+/// `percent` is `renewalPercent`.
+pub fn classify(response: &Arc<Value>, percent: u8, now: Instant) -> Option<Dynamic> {
+    let fraction = f64::from(percent) / 100.0;
+    let lease = response["lease_id"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .zip(response["lease_duration"].as_u64().filter(|d| *d > 0))
+        .map(|(id, duration)| Lease {
+            id: id.to_owned(),
+            duration: Duration::from_secs(duration),
+            renewable: response["renewable"].as_bool().unwrap_or(false),
+        });
+    let data = &response["data"];
+    if data["certificate"].is_string() {
+        if let Some(expiration) = data["expiration"].as_u64() {
+            // Lifetime from the certificate's own validity window: PKI
+            // backdates `not_before`, and that is the window clients check.
+            let unix_now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
+            let start = data["not_before"]
+                .as_u64()
+                .map_or(unix_now, |t| t as f64)
+                .min(unix_now);
+            let lifetime = (expiration as f64 - start).max(0.0);
+            let refresh_unix = start + lifetime * fraction;
+            let wait = (refresh_unix - unix_now).max(0.0);
+            return Some(Dynamic {
+                response: response.clone(),
+                refresh_at: now + Duration::from_secs_f64(wait),
+                lease,
+                renew: false,
+            });
+        }
+    }
+    let lease = lease?;
+    Some(Dynamic {
+        response: response.clone(),
+        refresh_at: now + lease.duration.mul_f64(fraction),
+        renew: lease.renewable,
+        lease: Some(lease),
+    })
+}
+
+struct Slot {
+    entry: Mutex<(Option<Dynamic>, Instant)>,
+    /// Held while fetching or renewing, so one pod's concurrent Mounts do it once.
+    busy: tokio::sync::Mutex<()>,
+}
+
+/// Bounded map of (pod, identity, source) → dynamic response.
+pub struct LeaseCache {
+    slots: Mutex<HashMap<LeaseKey, Arc<Slot>>>,
+    capacity: usize,
+}
+
+impl LeaseCache {
+    /// A cache of at most `capacity` entries.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            slots: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.slots.lock().expect("lease cache lock").len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The response for `key`: cached while fresh; renewed through `renew`
+    /// (given the lease, returning the granted duration) when due and
+    /// renewable; otherwise from `fetch`, and kept if it is dynamic.
+    pub async fn get<F, FF, R, RF>(
+        &self,
+        key: &LeaseKey,
+        percent: u8,
+        fetch: F,
+        renew: R,
+    ) -> Result<(Arc<Value>, Outcome), VaultError>
+    where
+        F: FnOnce() -> FF,
+        FF: Future<Output = Result<Arc<Value>, VaultError>>,
+        R: FnOnce(Lease) -> RF,
+        RF: Future<Output = Result<Duration, VaultError>>,
+    {
+        let slot = self.slot(key);
+        let _busy = slot.busy.lock().await;
+        let now = Instant::now();
+        let cached = {
+            let mut entry = slot.entry.lock().expect("lease slot lock");
+            entry.1 = now;
+            entry.0.clone()
+        };
+        if let Some(cached) = cached {
+            if now < cached.refresh_at {
+                return Ok((cached.response, Outcome::Reused));
+            }
+            if let (true, Some(lease)) = (cached.renew, cached.lease.clone()) {
+                match renew(lease.clone()).await {
+                    Ok(granted) if !granted.is_zero() => {
+                        let fraction = f64::from(percent) / 100.0;
+                        let now = Instant::now();
+                        // A grant shorter than asked means the max TTL is
+                        // near: use it, then fetch new credentials.
+                        let capped = granted + Duration::from_secs(1) < lease.duration;
+                        let refreshed = Dynamic {
+                            refresh_at: now + granted.mul_f64(fraction),
+                            renew: !capped,
+                            ..cached
+                        };
+                        let response = refreshed.response.clone();
+                        slot.entry.lock().expect("lease slot lock").0 = Some(refreshed);
+                        tracing::debug!(granted_s = granted.as_secs(), capped, "renewed lease");
+                        return Ok((response, Outcome::Renewed));
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::debug!(error = %err, "lease renewal failed; fetching new credentials")
+                    }
+                }
+            }
+        }
+        let response = fetch().await?;
+        let dynamic = classify(&response, percent, Instant::now());
+        let keep = dynamic.is_some();
+        slot.entry.lock().expect("lease slot lock").0 = dynamic;
+        if !keep {
+            // Static data is re-read every time; don't hold a slot for it.
+            drop(_busy);
+            drop(slot);
+            self.remove_if_empty(key);
+        }
+        Ok((response, Outcome::Fetched))
+    }
+
+    /// Drops entries unused for longer than `idle`; returns the leases they held.
+    pub fn expire_idle(&self, idle: Duration) -> Vec<(LeaseKey, Lease)> {
+        let now = Instant::now();
+        let mut slots = self.slots.lock().expect("lease cache lock");
+        let stale: Vec<LeaseKey> = slots
+            .iter()
+            .filter(|(_, slot)| {
+                now.duration_since(slot.entry.lock().expect("lease slot lock").1) > idle
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        stale
+            .into_iter()
+            .filter_map(|key| {
+                let slot = slots.remove(&key)?;
+                let lease = slot
+                    .entry
+                    .lock()
+                    .expect("lease slot lock")
+                    .0
+                    .take()?
+                    .lease?;
+                Some((key, lease))
+            })
+            .collect()
+    }
+
+    fn slot(&self, key: &LeaseKey) -> Arc<Slot> {
+        let mut slots = self.slots.lock().expect("lease cache lock");
+        if let Some(slot) = slots.get(key) {
+            return slot.clone();
+        }
+        if slots.len() >= self.capacity {
+            // Least recently used tenth goes; its leases expire on their own.
+            let mut by_age: Vec<(Instant, LeaseKey)> = slots
+                .iter()
+                .map(|(k, s)| (s.entry.lock().expect("lease slot lock").1, k.clone()))
+                .collect();
+            by_age.sort_by_key(|(used, _)| *used);
+            for (_, old) in by_age.into_iter().take((slots.len() / 10).max(1)) {
+                slots.remove(&old);
+            }
+        }
+        let slot = Arc::new(Slot {
+            entry: Mutex::new((None, Instant::now())),
+            busy: tokio::sync::Mutex::new(()),
+        });
+        slots.insert(key.clone(), slot.clone());
+        slot
+    }
+
+    fn remove_if_empty(&self, key: &LeaseKey) {
+        let mut slots = self.slots.lock().expect("lease cache lock");
+        let empty = slots.get(key).is_some_and(|slot| {
+            Arc::strong_count(slot) == 1 && slot.entry.lock().expect("lease slot lock").0.is_none()
+        });
+        if empty {
+            slots.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::{Method, VaultTarget};
+    use serde_json::json;
+
+    fn key() -> LeaseKey {
+        LeaseKey {
+            pod_uid: "pod".into(),
+            identity: Identity {
+                target: VaultTarget {
+                    address: url::Url::parse("http://127.0.0.1:1").unwrap(),
+                    tls: Default::default(),
+                },
+                namespace: None,
+                mount: "approle".into(),
+                principal: "p".into(),
+                credential_digest: [0; 32],
+            },
+            source: Source {
+                namespace: None,
+                path: "database/creds/app".into(),
+                query: vec![],
+                method: Method::Get,
+                args: None,
+            },
+        }
+    }
+
+    fn leased(id: &str, duration: u64, renewable: bool) -> Arc<Value> {
+        Arc::new(
+            json!({"lease_id": id, "lease_duration": duration, "renewable": renewable, "data": {"username": id}}),
+        )
+    }
+
+    async fn no_renew(_: Lease) -> Result<Duration, VaultError> {
+        panic!("no renewal expected")
+    }
+
+    #[test]
+    fn certificates_refresh_at_a_share_of_their_validity() {
+        let now_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let response = Arc::new(json!({"lease_id": "", "lease_duration": 0, "data": {
+            "certificate": "PEM", "not_before": now_unix - 30, "expiration": now_unix + 70}}));
+        let now = Instant::now();
+        let dynamic = classify(&response, 50, now).unwrap();
+        let wait = dynamic.refresh_at - now;
+        assert!(
+            wait > Duration::from_secs(18) && wait < Duration::from_secs(21),
+            "{wait:?}"
+        );
+        assert!(!dynamic.renew);
+        let kv2 = Arc::new(json!({"data": {"k": "v"}, "lease_id": "", "lease_duration": 0}));
+        let kv1 = Arc::new(json!({"data": {"k": "v"}, "lease_id": "", "lease_duration": 2764800}));
+        assert!(classify(&kv2, 67, now).is_none());
+        assert!(classify(&kv1, 67, now).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leases_are_reused_renewed_then_replaced() {
+        let cache = LeaseCache::new(10);
+        let (first, outcome) = cache
+            .get(
+                &key(),
+                50,
+                || async { Ok(leased("a", 100, true)) },
+                no_renew,
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Fetched);
+
+        tokio::time::advance(Duration::from_secs(49)).await;
+        let (again, outcome) = cache
+            .get(&key(), 50, || async { panic!("no fetch") }, no_renew)
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Reused);
+        assert!(Arc::ptr_eq(&first, &again));
+
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let (renewed, outcome) = cache
+            .get(
+                &key(),
+                50,
+                || async { panic!("no fetch") },
+                |lease| async move {
+                    assert_eq!(lease.id, "a");
+                    Ok(Duration::from_secs(100))
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Renewed);
+        assert!(
+            Arc::ptr_eq(&first, &renewed),
+            "renewal keeps the credentials"
+        );
+
+        // Capped renewal: used for its share, then new credentials.
+        tokio::time::advance(Duration::from_secs(51)).await;
+        let (_, outcome) = cache
+            .get(
+                &key(),
+                50,
+                || async { panic!("no fetch") },
+                |_| async { Ok(Duration::from_secs(20)) },
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Renewed);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let (replaced, outcome) = cache
+            .get(
+                &key(),
+                50,
+                || async { Ok(leased("b", 100, true)) },
+                no_renew,
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Fetched);
+        assert_eq!(replaced["data"]["username"], "b");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_renewal_fetches_new_credentials() {
+        let cache = LeaseCache::new(10);
+        cache
+            .get(&key(), 50, || async { Ok(leased("a", 10, true)) }, no_renew)
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let (value, outcome) = cache
+            .get(
+                &key(),
+                50,
+                || async { Ok(leased("b", 10, true)) },
+                |_| async { Err(VaultError::NotFound("lease not found".into())) },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (outcome, value["data"]["username"].as_str()),
+            (Outcome::Fetched, Some("b"))
+        );
+    }
+
+    #[tokio::test]
+    async fn static_responses_are_not_kept() {
+        let cache = LeaseCache::new(10);
+        let kv =
+            Arc::new(json!({"lease_id": "", "lease_duration": 0, "data": {"data": {"k": "v"}}}));
+        let (_, outcome) = cache
+            .get(&key(), 67, || async { Ok(kv.clone()) }, no_renew)
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Fetched);
+        assert!(cache.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_entries_expire_with_their_leases() {
+        let cache = LeaseCache::new(10);
+        cache
+            .get(
+                &key(),
+                50,
+                || async { Ok(leased("a", 1000, true)) },
+                no_renew,
+            )
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(120)).await;
+        let expired = cache.expire_idle(Duration::from_secs(60));
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].1.id, "a");
+        assert!(cache.is_empty());
+    }
+}
