@@ -55,6 +55,49 @@ pub fn render(object: &ObjectSpec, response: &Value) -> Result<Vec<u8>, RenderEr
             })?;
             Ok(go_json(data))
         }
+        Selection::CaChain | Selection::FullChain => {
+            let data = response.get("data").and_then(Value::as_object);
+            let pem = |key: &str| {
+                data.and_then(|d| d.get(key))
+                    .and_then(Value::as_str)
+                    .map(str::trim)
+            };
+            let chain: Vec<&str> = match data
+                .and_then(|d| d.get("ca_chain"))
+                .and_then(Value::as_array)
+            {
+                Some(items) => items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::trim)
+                    .collect(),
+                None => pem("issuing_ca").into_iter().collect(),
+            };
+            let mut parts = Vec::new();
+            if object.selection == Selection::FullChain {
+                let certificate = pem("certificate").ok_or_else(|| RenderError::MissingKey {
+                    object: object.name.to_string(),
+                    key: "certificate".into(),
+                    path: path(),
+                })?;
+                parts.push(certificate);
+            }
+            for ca in chain {
+                if !parts.contains(&ca) {
+                    parts.push(ca);
+                }
+            }
+            if parts.is_empty() {
+                return Err(RenderError::MissingKey {
+                    object: object.name.to_string(),
+                    key: "ca_chain".into(),
+                    path: path(),
+                });
+            }
+            let mut out = parts.join("\n").into_bytes();
+            out.push(b'\n');
+            Ok(out)
+        }
         Selection::Key(key) => {
             let data = secret_data(response).ok_or_else(|| RenderError::NoData {
                 object: object.name.to_string(),
@@ -295,6 +338,23 @@ mod tests {
         let text = String::from_utf8(render(&o, &kv2()).unwrap()).unwrap();
         assert!(text.starts_with(r#"{"blob":"aGVsbG8=","#), "{text}");
         assert!(!text.contains("metadata"));
+    }
+
+    #[test]
+    fn pki_chains() {
+        let issued = json!({"data": {"certificate": "CERT\n", "issuing_ca": "INTER", "ca_chain": ["INTER", "ROOT"],
+                                      "private_key": "KEY"}});
+        let o = object("- objectName: a\n  secretPath: pki/issue/r\n  render: fullchain\n");
+        assert_eq!(render(&o, &issued).unwrap(), b"CERT\nINTER\nROOT\n");
+        let o = object("- objectName: a\n  secretPath: pki/issue/r\n  render: ca-chain\n");
+        assert_eq!(render(&o, &issued).unwrap(), b"INTER\nROOT\n");
+        let no_chain = json!({"data": {"certificate": "CERT", "issuing_ca": "CA"}});
+        assert_eq!(render(&o, &no_chain).unwrap(), b"CA\n");
+        let o = object("- objectName: a\n  secretPath: secret/data/x\n  render: fullchain\n");
+        assert!(matches!(
+            render(&o, &kv2()),
+            Err(RenderError::MissingKey { .. })
+        ));
     }
 
     #[test]

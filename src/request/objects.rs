@@ -114,6 +114,12 @@ pub enum Selection {
     Data,
     /// One key of the data (`secretKey`).
     Key(String),
+    /// PKI: the CA chain as concatenated PEM (`ca_chain`, else `issuing_ca`)
+    /// (`render: ca-chain`).
+    CaChain,
+    /// PKI: the certificate followed by its CA chain, as TLS servers and
+    /// `kubernetes.io/tls` Secrets expect (`render: fullchain`).
+    FullChain,
 }
 
 /// `encoding`: how a selected value is decoded before writing.
@@ -273,10 +279,12 @@ fn parse_object(
         }
         (None, None | Some("response")) => Selection::Response,
         (None, Some("data")) => Selection::Data,
+        (None, Some("ca-chain")) => Selection::CaChain,
+        (None, Some("fullchain")) => Selection::FullChain,
         (None, Some(other)) => {
             return Err(RequestError::invalid(
                 &position,
-                format!("render {other:?} is not one of response, data"),
+                format!("render {other:?} is not one of response, data, ca-chain, fullchain"),
             ));
         }
     };

@@ -87,28 +87,28 @@ pub fn classify(response: &Arc<Value>, percent: u8, now: Instant) -> Option<Dyna
             renewable: response["renewable"].as_bool().unwrap_or(false),
         });
     let data = &response["data"];
-    if data["certificate"].is_string() {
-        if let Some(expiration) = data["expiration"].as_u64() {
-            // Lifetime from the certificate's own validity window: PKI
-            // backdates `not_before`, and that is the window clients check.
-            let unix_now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs_f64();
-            let start = data["not_before"]
-                .as_u64()
-                .map_or(unix_now, |t| t as f64)
-                .min(unix_now);
-            let lifetime = (expiration as f64 - start).max(0.0);
-            let refresh_unix = start + lifetime * fraction;
-            let wait = (refresh_unix - unix_now).max(0.0);
-            return Some(Dynamic {
-                response: response.clone(),
-                refresh_at: now + Duration::from_secs_f64(wait),
-                lease,
-                renew: false,
-            });
-        }
+    if data["certificate"].is_string()
+        && let Some(expiration) = data["expiration"].as_u64()
+    {
+        // Lifetime from the certificate's own validity window: PKI
+        // backdates `not_before`, and that is the window clients check.
+        let unix_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let start = data["not_before"]
+            .as_u64()
+            .map_or(unix_now, |t| t as f64)
+            .min(unix_now);
+        let lifetime = (expiration as f64 - start).max(0.0);
+        let refresh_unix = start + lifetime * fraction;
+        let wait = (refresh_unix - unix_now).max(0.0);
+        return Some(Dynamic {
+            response: response.clone(),
+            refresh_at: now + Duration::from_secs_f64(wait),
+            lease,
+            renew: false,
+        });
     }
     let lease = lease?;
     Some(Dynamic {

@@ -135,24 +135,24 @@ impl TokenCache {
         if let Some(token) = Self::fresh(&slot) {
             return Ok((token, Origin::Cached));
         }
-        if let Some((token, period)) = Self::renewable(&slot) {
-            if let Refresh::Renewed(granted) = renew(token.clone()).await {
-                let now = Instant::now();
-                // A grant shorter than asked means the max TTL is near: use
-                // the token until shortly before it ends, then log in.
-                let refresh_at = if granted + Duration::from_secs(1) >= period {
-                    now + refresh_delay(granted)
-                } else {
-                    now + granted.saturating_sub(safety_margin(granted))
-                };
-                let mut entry = slot.entry.lock().expect("token slot lock");
-                if let Some(cached) = entry.token.as_mut() {
-                    cached.refresh_at = refresh_at;
-                    cached.expires_at = Some(now + granted);
-                }
-                entry.last_used = now;
-                return Ok((token, Origin::Cached));
+        if let Some((token, period)) = Self::renewable(&slot)
+            && let Refresh::Renewed(granted) = renew(token.clone()).await
+        {
+            let now = Instant::now();
+            // A grant shorter than asked means the max TTL is near: use
+            // the token until shortly before it ends, then log in.
+            let refresh_at = if granted + Duration::from_secs(1) >= period {
+                now + refresh_delay(granted)
+            } else {
+                now + granted.saturating_sub(safety_margin(granted))
+            };
+            let mut entry = slot.entry.lock().expect("token slot lock");
+            if let Some(cached) = entry.token.as_mut() {
+                cached.refresh_at = refresh_at;
+                cached.expires_at = Some(now + granted);
             }
+            entry.last_used = now;
+            return Ok((token, Origin::Cached));
         }
         let token = login().await?;
         let now = Instant::now();

@@ -2,7 +2,10 @@
 //!
 //! - `openbao`: a real OpenBao server (the run-wide one that `scripts/with-openbao.sh`
 //!   starts, or private ones a test owns) and root-token admin calls to set it up.
+//! - `deployment`: a namespace `admin/deployments/<unique>` with KV v2, an AppRole and
+//!   its policy, as in the seed workflow.
 //! - `provider`: our provider binary as a process, the driver's real provider client
 //!   (v1.5 and v1.6 builds from `tests/driver-client/`), and tmpfs volumes.
+pub mod deployment;
 pub mod openbao;
 pub mod provider;

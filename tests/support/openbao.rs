@@ -84,6 +84,13 @@ impl OpenBao {
 
     /// A private dev server this test owns (for tests that stop it); killed on drop.
     pub async fn start_private() -> PrivateOpenBao {
+        Self::start_private_with(&[]).await
+    }
+
+    /// Like [`start_private`](Self::start_private), with extra server arguments
+    /// (e.g. `-config=<file>` declaring an audit device, which OpenBao only
+    /// accepts from configuration).
+    pub async fn start_private_with(extra_args: &[String]) -> PrivateOpenBao {
         let bin = match std::env::var("VSP_TEST_BAO_BIN") {
             Ok(v) if !v.is_empty() => PathBuf::from(v),
             _ => panic!("VSP_TEST_BAO_BIN is not set: {RUN_VIA_MAKE}"),
@@ -103,6 +110,7 @@ impl OpenBao {
             let child = Command::new(&bin)
                 .args(["server", "-dev", "-dev-no-store-token"])
                 .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+                .args(extra_args)
                 // Token via env so it does not show in `ps`.
                 .env("BAO_DEV_ROOT_TOKEN_ID", &token)
                 .env_remove("BAO_ADDR")

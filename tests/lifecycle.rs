@@ -1,0 +1,557 @@
+//! Identity and secret lifecycles against real OpenBao: JWT login with a key
+//! the test holds, token renewal and replacement at max TTL, PKI certificates
+//! reused inside their window and re-issued after `renewalPercent`, idle pod
+//! state dropped, and Vault request counts for storms and rotation polls.
+//!
+//! TTLs are real OpenBao TTLs of a few seconds, so some tests wait; each wait
+//! leaves seconds of margin around the instant it is about.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use support::deployment::Deployment;
+use support::openbao::{OpenBao, unique};
+use support::provider::{MountResult, Provider, Volume, assert_log_clean, driver_clients};
+
+/// Mounts once through the v1.6 client; returns the result and the files.
+fn mount_once(
+    provider: &Provider,
+    attributes: &Value,
+    secrets: &str,
+) -> (MountResult, BTreeMap<String, String>) {
+    let client = driver_clients().pop().unwrap();
+    let volume = Volume::new();
+    let result = client.mount(provider, attributes, secrets, volume.path());
+    let files = volume
+        .files()
+        .into_iter()
+        .map(|(name, (content, _))| (name, String::from_utf8_lossy(&content).into_owned()))
+        .collect();
+    (result, files)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// An EC P-256 key pair made with openssl: (private PEM, public PEM).
+fn signing_key() -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.pem");
+    let ok = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&key)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "openssl genpkey");
+    let public = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(public.status.success());
+    (
+        std::fs::read_to_string(&key).unwrap(),
+        String::from_utf8(public.stdout).unwrap(),
+    )
+}
+
+/// A service-account-like JWT signed with `private_pem`.
+fn service_account_jwt(
+    private_pem: &str,
+    audience: &str,
+    expires: u64,
+    service_account: &str,
+) -> String {
+    let claims = json!({
+        "iss": "https://kubernetes.default.svc.cluster.local",
+        "sub": format!("system:serviceaccount:default:{service_account}"),
+        "aud": [audience],
+        "iat": unix_now() - 5,
+        "nbf": unix_now() - 5,
+        "exp": expires,
+        "kubernetes.io": {
+            "namespace": "default",
+            "serviceaccount": {"name": service_account, "uid": "4f1c6b8e-0000-4000-8000-000000000001"},
+            "pod": {"name": "app-0", "uid": "4f1c6b8e-0000-4000-8000-000000000002"},
+        },
+    });
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(private_pem.as_bytes()).unwrap();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+        &claims,
+        &key,
+    )
+    .unwrap()
+}
+
+fn tokens_attribute(audience: &str, jwt: &str) -> String {
+    json!({ audience: {"token": jwt, "expirationTimestamp": "2030-01-01T00:00:00Z"} }).to_string()
+}
+
+#[tokio::test]
+async fn jwt_auth_with_audiences_and_expiry() {
+    let d = Deployment::new("jwt").await;
+    let bao = d.bao;
+    d.put("app", json!({"k": "via-jwt"})).await;
+    let (private_pem, public_pem) = signing_key();
+    bao.enable_auth(&d.ns, "jwt", "jwt").await;
+    bao.api(
+        "POST",
+        &d.ns,
+        "auth/jwt/config",
+        Some(json!({"jwt_validation_pubkeys": [public_pem]})),
+    )
+    .await;
+    bao.api(
+        "POST",
+        &d.ns,
+        "auth/jwt/role/app",
+        Some(json!({
+            "role_type": "jwt",
+            "user_claim": "sub",
+            "bound_audiences": ["vault"],
+            "bound_subject": "system:serviceaccount:default:app",
+            "token_policies": ["app-read"],
+            "token_ttl": "10m",
+        })),
+    )
+    .await;
+    let provider = Provider::start(&bao.addr, &[]);
+    let attributes = |pod_uid: &str, tokens: String| {
+        let mut a =
+            d.attributes("- objectName: k\n  secretPath: secret/data/app\n  secretKey: k\n");
+        let a_map = a.as_object_mut().unwrap();
+        a_map.remove("roleId");
+        a_map.insert("vaultAuthMethod".into(), json!("jwt"));
+        a_map.insert("roleName".into(), json!("app"));
+        a_map.insert("csi.storage.k8s.io/pod.uid".into(), json!(pod_uid));
+        a_map.insert(
+            "csi.storage.k8s.io/serviceAccount.tokens".into(),
+            json!(tokens),
+        );
+        a
+    };
+    let good = service_account_jwt(&private_pem, "vault", unix_now() + 600, "app");
+
+    let (result, files) = mount_once(
+        &provider,
+        &attributes("pod-good", tokens_attribute("vault", &good)),
+        "null",
+    );
+    result.expect_ok();
+    assert_eq!(files["k"], "via-jwt");
+
+    // A token minted for another audience, handed over under the key "vault".
+    let other_aud = service_account_jwt(&private_pem, "other", unix_now() + 600, "app");
+    let (result, _) = mount_once(
+        &provider,
+        &attributes("pod-aud", tokens_attribute("vault", &other_aud)),
+        "null",
+    );
+    result.expect_err("Unauthenticated", "audience");
+
+    let expired = service_account_jwt(&private_pem, "vault", unix_now() - 60, "app");
+    let (result, _) = mount_once(
+        &provider,
+        &attributes("pod-expired", tokens_attribute("vault", &expired)),
+        "null",
+    );
+    result.expect_err("Unauthenticated", "Vault refused the login");
+
+    let wrong_sa = service_account_jwt(&private_pem, "vault", unix_now() + 600, "intruder");
+    let (result, _) = mount_once(
+        &provider,
+        &attributes("pod-sa", tokens_attribute("vault", &wrong_sa)),
+        "null",
+    );
+    result.expect_err("Unauthenticated", "Vault refused the login");
+
+    // The driver sent no token for the audience the SPC asks for.
+    let mut wants_other = attributes("pod-missing", tokens_attribute("vault", &good));
+    wants_other["audience"] = json!("vault-prod");
+    let (result, _) = mount_once(&provider, &wants_other, "null");
+    result.expect_err("InvalidArgument", "\"vault-prod\"");
+
+    assert_log_clean(
+        &provider.log(),
+        &[&good, &other_aud, &expired, &wrong_sa, "via-jwt"],
+    );
+}
+
+/// The token's accessor, found in the namespace's accessor list.
+async fn accessors(d: &Deployment) -> Vec<String> {
+    let (status, body) = d
+        .bao
+        .api_status("LIST", &d.ns, "auth/token/accessors", None)
+        .await;
+    if status == 404 {
+        return Vec::new();
+    }
+    body["data"]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn token_is_renewed_then_replaced_after_its_max_ttl() {
+    let d = Deployment::new("renew").await;
+    d.put("app", json!({"k": "v"})).await;
+    d.bao
+        .approle(
+            &d.ns,
+            "approle",
+            "short",
+            &["app-read"],
+            json!({"token_ttl": "6s", "token_max_ttl": "14s"}),
+        )
+        .await;
+    let role_id = d
+        .bao
+        .api("GET", &d.ns, "auth/approle/role/short/role-id", None)
+        .await["data"]["role_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let secret_id = d.bao.new_secret_id(&d.ns, "approle", "short").await;
+    let mut attributes =
+        d.attributes("- objectName: k\n  secretPath: secret/data/app\n  secretKey: k\n");
+    attributes["roleId"] = json!(role_id);
+    let secrets = json!({"secretId": secret_id}).to_string();
+    let provider = Provider::start(&d.bao.addr, &[]);
+
+    // t=0: login.
+    mount_once(&provider, &attributes, &secrets).0.expect_ok();
+    let first = accessors(&d).await;
+    assert_eq!(first.len(), 1);
+
+    // t≈4.5 (past 70% of 6 s): renewed, same token, TTL back near 6 s.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    mount_once(&provider, &attributes, &secrets).0.expect_ok();
+    assert_eq!(accessors(&d).await, first, "renewal must keep the token");
+    let lookup = d
+        .bao
+        .api(
+            "POST",
+            &d.ns,
+            "auth/token/lookup-accessor",
+            Some(json!({"accessor": first[0]})),
+        )
+        .await;
+    let ttl = lookup["data"]["ttl"].as_u64().unwrap();
+    assert!(ttl >= 4, "TTL {ttl}s: the token was not renewed");
+
+    // t≈15.5: the max TTL (14 s) has ended it; a fresh login replaces it.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    mount_once(&provider, &attributes, &secrets).0.expect_ok();
+    let now = accessors(&d).await;
+    assert!(
+        !now.contains(&first[0]),
+        "the expired token must not be the one in use"
+    );
+    assert_eq!(now.len(), 1);
+    assert_log_clean(&provider.log(), &[&secret_id]);
+}
+
+/// A PKI mount in its own namespace with a role issuing short certificates;
+/// the deployment's AppRole may issue from it (policy in `admin`).
+struct Pki {
+    ns: String,
+    attributes: Value,
+    secrets: String,
+}
+
+async fn pki_setup(prefix: &str, objects_extra: &str) -> Pki {
+    let bao = OpenBao::shared();
+    let ns = format!("admin/{}", unique(prefix));
+    bao.create_namespace(&ns).await;
+    bao.enable_secrets(&ns, "pki", "pki", None).await;
+    bao.api(
+        "POST",
+        &ns,
+        "pki/root/generate/internal",
+        Some(json!({"common_name": "ca", "ttl": "24h"})),
+    )
+    .await;
+    bao.api(
+        "POST",
+        &ns,
+        "pki/roles/app",
+        Some(json!({"allowed_domains": "svc", "allow_subdomains": true, "max_ttl": "1h", "not_before_duration": "1s"})),
+    )
+    .await;
+    let mount = unique("pki-login");
+    bao.enable_auth(&ns, &mount, "approle").await;
+    bao.write_policy(
+        &ns,
+        "issue",
+        r#"path "pki/issue/app" { capabilities = ["update"] }"#,
+    )
+    .await;
+    let (role_id, secret_id) = bao.approle(&ns, &mount, "app", &["issue"], json!({})).await;
+    let objects = format!(
+        "- objectName: tls.crt\n  secretPath: pki/issue/app\n  method: PUT\n  secretArgs: {{common_name: api.svc, ttl: 20s}}\n  secretKey: certificate\n{objects_extra}\
+         - objectName: tls.key\n  secretPath: pki/issue/app\n  method: PUT\n  secretArgs: {{common_name: api.svc, ttl: 20s}}\n  secretKey: private_key\n\
+         - objectName: serial\n  secretPath: pki/issue/app\n  method: PUT\n  secretArgs: {{common_name: api.svc, ttl: 20s}}\n  secretKey: serial_number\n\
+         - objectName: fullchain.pem\n  secretPath: pki/issue/app\n  method: PUT\n  secretArgs: {{common_name: api.svc, ttl: 20s}}\n  render: fullchain\n\
+         - objectName: ca.pem\n  secretPath: pki/issue/app\n  method: PUT\n  secretArgs: {{common_name: api.svc, ttl: 20s}}\n  render: ca-chain\n"
+    );
+    let attributes = json!({
+        "roleId": role_id,
+        "vaultNamespace": ns,
+        "vaultAuthMountPath": mount,
+        "objects": objects,
+        "csi.storage.k8s.io/pod.name": "web-0",
+        "csi.storage.k8s.io/pod.namespace": "default",
+        "csi.storage.k8s.io/pod.uid": format!("uid-{}", unique("pod")),
+    });
+    Pki {
+        ns,
+        attributes,
+        secrets: json!({"secretId": secret_id}).to_string(),
+    }
+}
+
+async fn issued_count(ns: &str) -> usize {
+    let (status, body) = OpenBao::shared()
+        .api_status("LIST", ns, "pki/certs", None)
+        .await;
+    if status == 404 {
+        return 0;
+    }
+    // The CA certificate is listed too.
+    body["data"]["keys"]
+        .as_array()
+        .map_or(0, |k| k.len().saturating_sub(1))
+}
+
+#[tokio::test]
+async fn pki_certificate_is_reused_inside_its_window_then_reissued() {
+    let pki = pki_setup("pki-reuse", "  renewalPercent: 50\n").await;
+    let provider = Provider::start(&OpenBao::shared().addr, &[]);
+
+    let (first, files) = mount_once(&provider, &pki.attributes, &pki.secrets);
+    let first = first.expect_ok().clone();
+    let first_serial = files["serial"].clone();
+    let cert_key = pubkey(&files["tls.crt"], &["x509", "-noout", "-pubkey"]);
+    assert_eq!(
+        cert_key,
+        pubkey(&files["tls.key"], &["pkey", "-pubout"]),
+        "certificate and key must match"
+    );
+    assert!(
+        files["fullchain.pem"].starts_with(files["tls.crt"].trim()),
+        "fullchain starts with the certificate"
+    );
+    assert!(
+        files["fullchain.pem"].ends_with(&files["ca.pem"]),
+        "fullchain ends with the CA chain"
+    );
+    verify_chain(&files["ca.pem"], &files["tls.crt"]);
+
+    // Rotation polls inside the window: the same certificate and versions.
+    for _ in 0..5 {
+        let (again, files) = mount_once(&provider, &pki.attributes, &pki.secrets);
+        assert_eq!(again.expect_ok(), &first);
+        assert_eq!(files["serial"], first_serial);
+    }
+    assert_eq!(issued_count(&pki.ns).await, 1);
+
+    // Past 50% of ~21 s: a new certificate, new versions for its objects.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let (renewed, files) = mount_once(&provider, &pki.attributes, &pki.secrets);
+    let renewed = renewed.expect_ok().clone();
+    assert_ne!(files["serial"], first_serial);
+    assert_ne!(renewed["tls.crt"], first["tls.crt"]);
+    assert_ne!(renewed["tls.key"], first["tls.key"]);
+    assert_eq!(
+        pubkey(&files["tls.crt"], &["x509", "-noout", "-pubkey"]),
+        pubkey(&files["tls.key"], &["pkey", "-pubout"])
+    );
+    assert_eq!(issued_count(&pki.ns).await, 2);
+
+    // Another pod gets its own certificate.
+    let mut other_pod = pki.attributes.clone();
+    other_pod["csi.storage.k8s.io/pod.uid"] = json!("uid-other-pod");
+    let (_, files) = mount_once(&provider, &other_pod, &pki.secrets);
+    assert_ne!(files["serial"], first_serial);
+    assert_eq!(issued_count(&pki.ns).await, 3);
+    assert_log_clean(&provider.log(), &["PRIVATE KEY-----\nM"]);
+}
+
+fn verify_chain(ca: &str, cert: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
+    let out = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(dir.path().join("ca.pem"))
+        .arg(dir.path().join("cert.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "certificate does not verify against ca-chain: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn pubkey(pem: &str, args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("in.pem");
+    std::fs::write(&file, pem).unwrap();
+    let out = Command::new("openssl")
+        .args(args)
+        .arg("-in")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl {args:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn idle_pod_state_is_dropped() {
+    let pki = pki_setup("pki-idle", "").await;
+    let provider = Provider::start(&OpenBao::shared().addr, &["--pod-state-idle-timeout", "2s"]);
+    let (_, files) = mount_once(&provider, &pki.attributes, &pki.secrets);
+    let first_serial = files["serial"].clone();
+    let (_, files) = mount_once(&provider, &pki.attributes, &pki.secrets);
+    assert_eq!(
+        files["serial"], first_serial,
+        "inside the window and not idle: reused"
+    );
+
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (_, files) = mount_once(&provider, &pki.attributes, &pki.secrets);
+    assert_ne!(
+        files["serial"], first_serial,
+        "idle state must have been dropped"
+    );
+    assert!(provider.log().contains("dropped idle pod state"));
+}
+
+/// Vault requests counted from OpenBao's own audit log on a private server:
+/// a storm of Mounts by one identity and a series of rotation polls of a PKI
+/// object. The counts are printed for the record and bounded by assertions.
+#[tokio::test]
+async fn vault_request_counts_for_storms_and_rotation_polls() {
+    // OpenBao accepts audit devices only from its configuration file.
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit_log = audit_dir.path().join("audit.log");
+    let config = audit_dir.path().join("audit.hcl");
+    std::fs::write(
+        &config,
+        format!(
+            "audit \"file\" \"count\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
+            audit_log.display()
+        ),
+    )
+    .unwrap();
+    let bao = OpenBao::start_private_with(&[format!("-config={}", config.display())]).await;
+    bao.enable_auth("", "approle", "approle").await;
+    bao.enable_secrets("", "kv", "kv", Some(json!({"version": "2"})))
+        .await;
+    bao.enable_secrets("", "pki", "pki", None).await;
+    bao.api(
+        "POST",
+        "",
+        "pki/root/generate/internal",
+        Some(json!({"common_name": "ca", "ttl": "24h"})),
+    )
+    .await;
+    bao.api(
+        "POST",
+        "",
+        "pki/roles/app",
+        Some(json!({"allowed_domains": "svc", "allow_subdomains": true, "max_ttl": "1h"})),
+    )
+    .await;
+    bao.write_policy(
+        "",
+        "app",
+        r#"path "kv/data/*" { capabilities = ["read"] }
+path "pki/issue/app" { capabilities = ["update"] }"#,
+    )
+    .await;
+    let (role_id, secret_id) = bao.approle("", "approle", "app", &["app"], json!({})).await;
+    bao.kv2_put("", "kv", "a", json!({"k": "1"})).await;
+    bao.kv2_put("", "kv", "b", json!({"k": "2"})).await;
+    let provider = Provider::start(&bao.addr, &[]);
+    let secrets = json!({"secretId": secret_id}).to_string();
+    let attributes = |objects: &str, pod: usize| {
+        json!({
+            "roleId": role_id,
+            "objects": objects,
+            "csi.storage.k8s.io/pod.name": format!("app-{pod}"),
+            "csi.storage.k8s.io/pod.namespace": "default",
+            "csi.storage.k8s.io/pod.uid": format!("uid-{pod}"),
+        })
+    };
+    let count = |path: &str| {
+        let log = std::fs::read_to_string(&audit_log).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|entry| entry["type"] == "request" && entry["request"]["path"] == path)
+            .count()
+    };
+
+    // 100 pods of one AppRole identity, all at once.
+    let kv = "- objectName: a\n  secretPath: kv/data/a\n  secretKey: k\n- objectName: b\n  secretPath: kv/data/b\n  secretKey: k\n";
+    let client = driver_clients().pop().unwrap();
+    let volumes: Vec<Volume> = (0..100).map(|_| Volume::new()).collect();
+    let requests: Vec<Value> = volumes
+        .iter()
+        .enumerate()
+        .map(|(pod, volume)| {
+            json!({"attributes": attributes(kv, pod).to_string(), "secrets": secrets, "targetPath": volume.path(), "permission": "420"})
+        })
+        .collect();
+    for result in client.storm(&provider, &requests, 50) {
+        result.expect_ok();
+    }
+    let logins = count("auth/approle/login");
+    let reads = count("kv/data/a") + count("kv/data/b");
+    eprintln!(
+        "100 concurrent Mounts of 2 KV objects by one AppRole identity: {logins} login(s), {reads} KV reads"
+    );
+    assert_eq!(logins, 1);
+    assert!(reads <= 200, "{reads} reads for 200 object reads");
+
+    // 100 rotation polls of one pod's PKI object.
+    let pki = "- objectName: tls.crt\n  secretPath: pki/issue/app\n  method: PUT\n  secretArgs: {common_name: a.svc, ttl: 30m}\n  secretKey: certificate\n";
+    let polls: Vec<Value> = (0..100)
+        .map(|_| json!({"attributes": attributes(pki, 0).to_string(), "secrets": secrets, "targetPath": volumes[0].path(), "permission": "420"}))
+        .collect();
+    let results = client.storm(&provider, &polls, 1);
+    let versions: std::collections::HashSet<String> = results
+        .iter()
+        .map(|r| r.expect_ok()["tls.crt"].clone())
+        .collect();
+    let issues = count("pki/issue/app");
+    eprintln!(
+        "100 rotation polls of one PKI object: {issues} issue request(s), {} distinct version(s)",
+        versions.len()
+    );
+    assert_eq!(issues, 1);
+    assert_eq!(versions.len(), 1);
+    assert_eq!(count("auth/approle/login"), 1, "no further logins");
+}
