@@ -16,17 +16,21 @@ export GOPATH := $(TOOLS)/go/path
 
 DRIVER_CLIENTS := $(TOOLS)/bin/driver-client-v1.5 $(TOOLS)/bin/driver-client-v1.6
 
-.PHONY: all build test unit integration lint demo tools openbao driver-clients clean
+.PHONY: all build test lint demo tools openbao driver-clients postgres clean
 
 all: build
 
 build:
 	$(CARGO) build --release --locked
 
-tools: openbao driver-clients
+tools: openbao driver-clients postgres
 
 openbao:
 	@scripts/install-openbao.sh >/dev/null
+
+# PostgreSQL server binaries (Debian package) for the leased-credentials tests.
+postgres:
+	@scripts/install-postgres.sh >/dev/null
 
 driver-clients:
 	@tests/driver-client/build.sh $(TOOLS)/bin
@@ -34,7 +38,8 @@ driver-clients:
 # The integration tests share one OpenBao dev server for the whole run.
 test: tools
 	$(CARGO) build --locked --all-targets
-	VSP_TEST_DRIVER_CLIENT_DIR=$(TOOLS)/bin scripts/with-openbao.sh $(CARGO) test --locked --all-targets
+	VSP_TEST_DRIVER_CLIENT_DIR=$(TOOLS)/bin VSP_TEST_PG_BIN=$$(scripts/install-postgres.sh) \
+		scripts/with-openbao.sh $(CARGO) test --locked --all-targets
 
 lint:
 	$(CARGO) fmt --check

@@ -555,3 +555,131 @@ path "pki/issue/app" { capabilities = ["update"] }"#,
     assert_eq!(versions.len(), 1);
     assert_eq!(count("auth/approle/login"), 1, "no further logins");
 }
+
+/// Database credentials from OpenBao's database engine and a real PostgreSQL:
+/// kept for the pod, renewed at `renewalPercent`, replaced once renewal is
+/// cut short by the max TTL.
+#[tokio::test]
+async fn leased_database_credentials_are_renewed_then_replaced() {
+    let pg = support::postgres::Postgres::start();
+    let d = Deployment::new("database").await;
+    let bao = d.bao;
+    bao.enable_secrets(&d.ns, "database", "database", None)
+        .await;
+    bao.api(
+        "POST",
+        &d.ns,
+        "database/config/pg",
+        Some(json!({
+            "plugin_name": "postgresql-database-plugin",
+            "connection_url": format!("postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres?sslmode=disable", pg.port),
+            "username": "postgres",
+            "password": "unused-with-trust-auth",
+            "allowed_roles": "app",
+        })),
+    )
+    .await;
+    bao.api(
+        "POST",
+        &d.ns,
+        "database/roles/app",
+        Some(json!({
+            "db_name": "pg",
+            "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"],
+            "default_ttl": "6s",
+            "max_ttl": "14s",
+        })),
+    )
+    .await;
+    bao.write_policy(
+        &d.ns,
+        "db",
+        r#"path "database/creds/app" { capabilities = ["read"] }
+path "sys/leases/renew" { capabilities = ["update"] }"#,
+    )
+    .await;
+    let (role_id, secret_id) = bao
+        .approle(&d.ns, "approle", "db", &["db"], json!({}))
+        .await;
+    let objects = "- objectName: username\n  secretPath: database/creds/app\n  secretKey: username\n\
+                   - objectName: password\n  secretPath: database/creds/app\n  secretKey: password\n";
+    let mut attributes = d.attributes(objects);
+    attributes["roleId"] = json!(role_id);
+    let secrets = json!({"secretId": secret_id}).to_string();
+    let provider = Provider::start(&bao.addr, &[]);
+    let lease_ttl = |user: &str| {
+        let sql = format!(
+            "SELECT extract(epoch FROM rolvaliduntil - now())::int FROM pg_roles WHERE rolname = '{user}'"
+        );
+        pg.query(&sql).parse::<i64>().unwrap_or(-1)
+    };
+
+    // t=0: new credentials, a role that exists in PostgreSQL.
+    let (result, files) = mount_once(&provider, &attributes, &secrets);
+    result.expect_ok();
+    let first_user = files["username"].clone();
+    assert!(
+        !first_user.is_empty() && lease_ttl(&first_user) > 0,
+        "role {first_user} exists"
+    );
+    let first_password = files["password"].clone();
+
+    // t≈1: a rotation poll returns the same credentials.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, files) = mount_once(&provider, &attributes, &secrets);
+    assert_eq!(files["username"], first_user);
+
+    // t≈5 (past 67% of 6 s): renewed, same credentials, validity extended.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (_, files) = mount_once(&provider, &attributes, &secrets);
+    assert_eq!(
+        files["username"], first_user,
+        "renewal keeps the credentials"
+    );
+    assert_eq!(files["password"], first_password);
+    let remaining = bao
+        .api(
+            "PUT",
+            &d.ns,
+            "sys/leases/lookup",
+            Some(json!({"lease_id": lease_of(&d, &first_user).await})),
+        )
+        .await;
+    assert!(
+        remaining["data"]["ttl"].as_u64().unwrap() >= 4,
+        "lease was renewed: {remaining}"
+    );
+
+    // Keep polling: once the max TTL (14 s) caps renewal, new credentials.
+    let mut replaced = None;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (result, files) = mount_once(&provider, &attributes, &secrets);
+        result.expect_ok();
+        if files["username"] != first_user {
+            replaced = Some(files["username"].clone());
+            break;
+        }
+    }
+    let second_user = replaced.expect("credentials were never replaced");
+    assert!(lease_ttl(&second_user) > 0, "the new role exists");
+    assert_log_clean(&provider.log(), &[&first_password, &secret_id]);
+}
+
+/// The lease ID of the credentials for `user`, from the lease list.
+async fn lease_of(d: &Deployment, user: &str) -> String {
+    let (_, listed) = d
+        .bao
+        .api_status("LIST", &d.ns, "sys/leases/lookup/database/creds/app", None)
+        .await;
+    let ids: Vec<String> = listed["data"]["keys"]
+        .as_array()
+        .map(|k| {
+            k.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(ids.len(), 1, "one lease for {user}: {ids:?}");
+    format!("database/creds/app/{}", ids[0])
+}

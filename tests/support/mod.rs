@@ -4,8 +4,10 @@
 //!   starts, or private ones a test owns) and root-token admin calls to set it up.
 //! - `deployment`: a namespace `admin/deployments/<unique>` with KV v2, an AppRole and
 //!   its policy, as in the seed workflow.
+//! - `postgres`: a private PostgreSQL for the database engine's leased credentials.
 //! - `provider`: our provider binary as a process, the driver's real provider client
 //!   (v1.5 and v1.6 builds from `tests/driver-client/`), and tmpfs volumes.
 pub mod deployment;
 pub mod openbao;
+pub mod postgres;
 pub mod provider;
