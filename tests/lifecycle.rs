@@ -683,3 +683,33 @@ async fn lease_of(d: &Deployment, user: &str) -> String {
     assert_eq!(ids.len(), 1, "one lease for {user}: {ids:?}");
     format!("database/creds/app/{}", ids[0])
 }
+
+#[tokio::test]
+async fn tokens_are_revoked_on_shutdown_when_asked() {
+    let d = Deployment::new("revoke").await;
+    d.put("app", json!({"k": "v"})).await;
+    let attributes =
+        d.attributes("- objectName: k\n  secretPath: secret/data/app\n  secretKey: k\n");
+
+    let mut keeps = Provider::start(&d.bao.addr, &[]);
+    mount_once(&keeps, &attributes, &d.secrets()).0.expect_ok();
+    assert!(keeps.terminate().success());
+    assert_eq!(
+        accessors(&d).await.len(),
+        1,
+        "without the flag the token outlives the provider"
+    );
+
+    let mut revokes = Provider::start(&d.bao.addr, &["--revoke-tokens-on-shutdown"]);
+    mount_once(&revokes, &attributes, &d.secrets())
+        .0
+        .expect_ok();
+    assert_eq!(accessors(&d).await.len(), 2);
+    assert!(revokes.terminate().success());
+    assert_eq!(
+        accessors(&d).await.len(),
+        1,
+        "the second provider revoked its token"
+    );
+    assert!(revokes.log().contains("revoked cached Vault tokens"));
+}
