@@ -70,7 +70,11 @@ impl MountError {
                 VaultError::Unavailable(_) => Code::Unavailable,
                 VaultError::Unexpected(_) => Code::Internal,
             },
-            Self::Render(RenderError::Decode { .. }) => Code::InvalidArgument,
+            Self::Render(
+                RenderError::Decode { .. }
+                | RenderError::BadFileName { .. }
+                | RenderError::Template { .. },
+            ) => Code::InvalidArgument,
             Self::Render(_) => Code::NotFound,
             Self::Timeout(_) => Code::Unavailable,
         }

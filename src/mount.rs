@@ -7,7 +7,7 @@
 //! (single flight); and a pod's certificates and leased credentials are kept
 //! until `renewalPercent` of their lifetime (see [`crate::vault::leases`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +26,47 @@ use crate::version::Versioner;
 const FETCH_CONCURRENCY: usize = 16;
 /// Default bound on cached pod certificates and leases.
 const DEFAULT_LEASE_CAPACITY: usize = 10_000;
+
+/// The files of a multi-file object as one byte string for its version:
+/// each path and content length-prefixed, so no two file sets collide.
+fn concat_files(files: &[(request::FilePath, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (path, contents) in files {
+        out.extend_from_slice(&(path.as_str().len() as u64).to_be_bytes());
+        out.extend_from_slice(path.as_str().as_bytes());
+        out.extend_from_slice(&(contents.len() as u64).to_be_bytes());
+        out.extend_from_slice(contents);
+    }
+    out
+}
+
+/// An object's content as a template sees it: its text, or for `render:
+/// keys` a map of key to text.
+fn template_input(
+    object: &request::ObjectSpec,
+    rendered: &[(request::FilePath, Vec<u8>)],
+) -> serde_json::Value {
+    let text =
+        |bytes: &[u8]| serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned());
+    if object.selection == request::Selection::Keys {
+        let prefix = format!("{}/", object.name);
+        serde_json::Value::Object(
+            rendered
+                .iter()
+                .map(|(path, contents)| {
+                    (
+                        path.as_str().trim_start_matches(&prefix).to_owned(),
+                        text(contents),
+                    )
+                })
+                .collect(),
+        )
+    } else {
+        rendered
+            .first()
+            .map_or(serde_json::Value::Null, |(_, contents)| text(contents))
+    }
+}
 
 /// A Vault response, shared between the objects and Mounts that use it.
 type Response = Arc<serde_json::Value>;
@@ -133,17 +174,43 @@ impl Provider {
         }
         let responses = self.fetch(plan, &sources, &percent).await?;
 
-        let mut files = Vec::with_capacity(plan.objects.len());
-        let mut versions = Vec::with_capacity(plan.objects.len());
+        let mut files = Vec::with_capacity(plan.objects.len() + plan.templates.len());
+        let mut versions = Vec::with_capacity(plan.objects.len() + plan.templates.len());
+        // What templates may refer to; built only when there are templates.
+        let mut context = BTreeMap::new();
         for (object, &i) in plan.objects.iter().zip(&source_of) {
-            let contents = render::render(object, &responses[i])?;
+            let rendered = render::render_files(object, &responses[i])?;
+            let mode = object.mode.unwrap_or(plan.default_mode) as i32;
+            let version = match rendered.as_slice() {
+                [(path, contents)] if *path == object.name => {
+                    self.versioner.version(object.name.as_str(), contents)
+                }
+                many => self
+                    .versioner
+                    .version(object.name.as_str(), &concat_files(many)),
+            };
             versions.push(ObjectVersion {
                 id: object.name.to_string(),
-                version: self.versioner.version(object.name.as_str(), &contents),
+                version,
+            });
+            if !plan.templates.is_empty() {
+                context.insert(object.name.to_string(), template_input(object, &rendered));
+            }
+            files.extend(rendered.into_iter().map(|(path, contents)| File {
+                path: path.to_string(),
+                mode,
+                contents,
+            }));
+        }
+        for template in &plan.templates {
+            let contents = render::render_template(template, &context)?;
+            versions.push(ObjectVersion {
+                id: template.name.to_string(),
+                version: self.versioner.version(template.name.as_str(), &contents),
             });
             files.push(File {
-                path: object.name.to_string(),
-                mode: object.mode.unwrap_or(plan.default_mode) as i32,
+                path: template.name.to_string(),
+                mode: template.mode.unwrap_or(plan.default_mode) as i32,
                 contents,
             });
         }

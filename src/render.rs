@@ -8,7 +8,15 @@
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::request::{Encoding, ObjectSpec, Selection};
+use std::collections::BTreeMap;
+
+use crate::request::{Encoding, FilePath, ObjectSpec, Selection, TemplateSpec};
+
+/// Most template output accepted, in bytes (the driver's whole gRPC limit).
+const MAX_TEMPLATE_OUTPUT: usize = 4 << 20;
+/// Template evaluation budget: enough for any real template, small enough
+/// that a hostile loop ends quickly.
+const TEMPLATE_FUEL: u64 = 100_000;
 
 /// An object whose data cannot become a file.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -31,6 +39,24 @@ pub enum RenderError {
         /// secretPath.
         path: String,
     },
+    /// `render: keys` met a key that cannot be a file name.
+    #[error("object {object:?}: key {key:?} cannot be a file name ({why})")]
+    BadFileName {
+        /// objectName.
+        object: String,
+        /// The key.
+        key: String,
+        /// Why the path is refused.
+        why: String,
+    },
+    /// A template failed to render.
+    #[error("object {object:?}: template: {message}")]
+    Template {
+        /// objectName.
+        object: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The value is not valid in the declared `encoding`.
     #[error("object {object:?}: the value of {key:?} is not valid {encoding}")]
     Decode {
@@ -43,7 +69,35 @@ pub enum RenderError {
     },
 }
 
-/// Renders one object from the Vault response of its source.
+/// The files of one object: one file, or one per key for `render: keys`.
+pub fn render_files(
+    object: &ObjectSpec,
+    response: &Value,
+) -> Result<Vec<(FilePath, Vec<u8>)>, RenderError> {
+    if object.selection != Selection::Keys {
+        return Ok(vec![(object.name.clone(), render(object, response)?)]);
+    }
+    let data = secret_data(response).ok_or_else(|| RenderError::NoData {
+        object: object.name.to_string(),
+        path: object.source.display_path(),
+    })?;
+    let mut files = Vec::with_capacity(data.len());
+    for (key, value) in data {
+        let bad = |why: String| RenderError::BadFileName {
+            object: object.name.to_string(),
+            key: key.clone(),
+            why,
+        };
+        if key.contains('/') {
+            return Err(bad("contains '/'".into()));
+        }
+        let path = FilePath::parse(&format!("{}/{key}", object.name)).map_err(bad)?;
+        files.push((path, value_bytes(object, key, value)?));
+    }
+    Ok(files)
+}
+
+/// Renders a single-file object from the Vault response of its source.
 pub fn render(object: &ObjectSpec, response: &Value) -> Result<Vec<u8>, RenderError> {
     let path = || object.source.display_path();
     match &object.selection {
@@ -108,21 +162,119 @@ pub fn render(object: &ObjectSpec, response: &Value) -> Result<Vec<u8>, RenderEr
                 key: key.clone(),
                 path: path(),
             })?;
-            let raw = match value {
-                Value::String(s) => s.as_bytes().to_vec(),
-                other => go_json(other),
-            };
-            decode(raw, object.encoding).ok_or_else(|| RenderError::Decode {
+            value_bytes(object, key, value)
+        }
+        Selection::KeyPath(segments) => {
+            let data = secret_data(response).ok_or_else(|| RenderError::NoData {
                 object: object.name.to_string(),
-                key: key.clone(),
-                encoding: match object.encoding {
-                    Encoding::Utf8 => "utf-8",
-                    Encoding::Base64 => "base64",
-                    Encoding::Hex => "hex",
-                },
-            })
+                path: path(),
+            })?;
+            let joined = segments.join(".");
+            let mut value = data.get(&segments[0]);
+            for segment in &segments[1..] {
+                value = match value {
+                    Some(Value::Object(map)) => map.get(segment),
+                    Some(Value::Array(items)) => {
+                        segment.parse::<usize>().ok().and_then(|i| items.get(i))
+                    }
+                    _ => None,
+                };
+            }
+            let value = value.ok_or_else(|| RenderError::MissingKey {
+                object: object.name.to_string(),
+                key: joined.clone(),
+                path: path(),
+            })?;
+            value_bytes(object, &joined, value)
+        }
+        Selection::Keys => unreachable!("render_files handles render: keys"),
+    }
+}
+
+/// A selected value as file bytes: strings raw, anything else as compact
+/// JSON, then decoded by the object's `encoding`.
+fn value_bytes(object: &ObjectSpec, key: &str, value: &Value) -> Result<Vec<u8>, RenderError> {
+    let raw = match value {
+        Value::String(s) => s.as_bytes().to_vec(),
+        other => go_json(other),
+    };
+    decode(raw, object.encoding).ok_or_else(|| RenderError::Decode {
+        object: object.name.to_string(),
+        key: key.to_owned(),
+        encoding: match object.encoding {
+            Encoding::Utf8 => "utf-8",
+            Encoding::Base64 => "base64",
+            Encoding::Hex => "hex",
+        },
+    })
+}
+
+/// Renders a template object. `objects` maps every other object's name to
+/// its content (a string; for `render: keys` objects, a map of key to
+/// content). Undefined names are errors, and evaluation is bounded.
+pub fn render_template(
+    spec: &TemplateSpec,
+    objects: &BTreeMap<String, Value>,
+) -> Result<Vec<u8>, RenderError> {
+    let fail = |message: String| RenderError::Template {
+        object: spec.name.to_string(),
+        message,
+    };
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    env.set_syntax(
+        minijinja::syntax::SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .build()
+            .expect("default delimiters are valid"),
+    );
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    let template = env
+        .template_from_str(&spec.template)
+        .map_err(|err| fail(template_error(&err)))?;
+    let output = template
+        .render(minijinja::context! { objects => template_value(&Value::Object(objects.clone().into_iter().collect())) })
+        .map_err(|err| fail(template_error(&err)))?;
+    if output.len() > MAX_TEMPLATE_OUTPUT {
+        return Err(fail(format!(
+            "output is larger than {MAX_TEMPLATE_OUTPUT} bytes"
+        )));
+    }
+    Ok(output.into_bytes())
+}
+
+fn template_value(value: &Value) -> minijinja::Value {
+    match value {
+        Value::Null => minijinja::Value::from(()),
+        Value::Bool(b) => minijinja::Value::from(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => minijinja::Value::from(i),
+            (None, Some(f)) => minijinja::Value::from(f),
+            _ => minijinja::Value::from(n.to_string()),
+        },
+        Value::String(s) => minijinja::Value::from(s.as_str()),
+        Value::Array(items) => {
+            minijinja::Value::from(items.iter().map(template_value).collect::<Vec<_>>())
+        }
+        Value::Object(map) => {
+            minijinja::Value::from_pairs(map.iter().map(|(k, v)| (k.as_str(), template_value(v))))
         }
     }
+}
+
+/// MiniJinja's message without the template source it may quote (which can
+/// hold rendered secrets in its debug output).
+fn template_error(err: &minijinja::Error) -> String {
+    let mut message = err.kind().to_string();
+    if let Some(detail) = err.detail() {
+        message.push_str(": ");
+        message.push_str(detail);
+    }
+    if let Some(line) = err.line() {
+        message.push_str(&format!(" (line {line})"));
+    }
+    message
 }
 
 /// The secret's own key/value map: `data.data` for KV v2, else `data`
@@ -277,7 +429,7 @@ mod tests {
     use serde_json::json;
 
     fn object(yaml: &str) -> ObjectSpec {
-        objects::parse(yaml, None).unwrap().remove(0)
+        objects::parse(yaml, None).unwrap().vault.remove(0)
     }
 
     fn kv2() -> Value {
@@ -355,6 +507,79 @@ mod tests {
             render(&o, &kv2()),
             Err(RenderError::MissingKey { .. })
         ));
+    }
+
+    #[test]
+    fn key_paths_and_keys() {
+        let nested = json!({"data": {"data": {"db": {"hosts": ["a", "b"], "port": 5432}}}});
+        let o = object("- objectName: a\n  secretPath: s/data/x\n  secretKeyPath: db.hosts.1\n");
+        assert_eq!(render(&o, &nested).unwrap(), b"b");
+        let o = object("- objectName: a\n  secretPath: s/data/x\n  secretKeyPath: db.port\n");
+        assert_eq!(render(&o, &nested).unwrap(), b"5432");
+        let o = object("- objectName: a\n  secretPath: s/data/x\n  secretKeyPath: db.hosts.7\n");
+        assert!(
+            matches!(render(&o, &nested), Err(RenderError::MissingKey { key, .. }) if key == "db.hosts.7")
+        );
+
+        let o = object("- objectName: all\n  secretPath: s/data/x\n  render: keys\n");
+        let files = render_files(&o, &kv2()).unwrap();
+        let names: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "all/blob",
+                "all/hexed",
+                "all/nested",
+                "all/password",
+                "all/port"
+            ]
+        );
+        assert_eq!(files[3].1, b"p<&>");
+        let bad = json!({"data": {"data": {"../x": "v"}}});
+        assert!(matches!(
+            render_files(&o, &bad),
+            Err(RenderError::BadFileName { .. })
+        ));
+        let bad = json!({"data": {"data": {"a/b": "v"}}});
+        assert!(matches!(
+            render_files(&o, &bad),
+            Err(RenderError::BadFileName { .. })
+        ));
+    }
+
+    #[test]
+    fn templates_compose_objects() {
+        let parsed = objects::parse(
+            "- objectName: app.env\n  template: \"USER={{ objects.user }}\\nPASS={{ objects['db-pass'] }}\\nHOSTS={{ objects.all.hosts }}\\n\"\n",
+            None,
+        )
+        .unwrap();
+        let spec = &parsed.templates[0];
+        let mut context = BTreeMap::new();
+        context.insert("user".to_owned(), json!("svc"));
+        context.insert("db-pass".to_owned(), json!("p<&>"));
+        context.insert("all".to_owned(), json!({"hosts": "a,b"}));
+        assert_eq!(
+            render_template(spec, &context).unwrap(),
+            b"USER=svc\nPASS=p<&>\nHOSTS=a,b\n"
+        );
+
+        context.remove("user");
+        let err = render_template(spec, &context).unwrap_err().to_string();
+        assert!(err.contains("undefined"), "{err}");
+        assert!(!err.contains("p<&>"), "error must not quote values: {err}");
+
+        let looping = TemplateSpec {
+            name: FilePath::parse("x").unwrap(),
+            template:
+                "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
+                    .into(),
+            mode: None,
+        };
+        assert!(
+            render_template(&looping, &BTreeMap::new()).is_err(),
+            "fuel must stop runaway templates"
+        );
     }
 
     #[test]

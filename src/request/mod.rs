@@ -13,7 +13,7 @@ use secrecy::SecretString;
 use url::Url;
 
 use crate::proto::MountRequest;
-pub use objects::{Encoding, Method, ObjectSpec, Selection, Source};
+pub use objects::{Encoding, Method, ObjectSpec, Selection, Source, TemplateSpec};
 pub use path::FilePath;
 
 /// Default file mode when the driver sends no `permission` (it always sends
@@ -204,6 +204,8 @@ pub struct MountPlan {
     pub auth: AuthPlan,
     /// What to fetch and write, in `objects` order.
     pub objects: Vec<ObjectSpec>,
+    /// Objects composed from the others by templates.
+    pub templates: Vec<TemplateSpec>,
     /// File mode for objects without `filePermission`.
     pub default_mode: u32,
     /// The pod's volume directory.
@@ -259,7 +261,8 @@ pub fn parse(request: &MountRequest, defaults: &Defaults) -> Result<MountPlan, R
         spc_name: params.get("secretProviderClass"),
         vault,
         auth,
-        objects,
+        objects: objects.vault,
+        templates: objects.templates,
         default_mode: parse_permission(&request.permission)?,
         target_path: PathBuf::from(&request.target_path),
     })

@@ -39,6 +39,44 @@ pub struct ObjectSpec {
 /// Default `renewalPercent`.
 pub const DEFAULT_RENEWAL_PERCENT: u8 = 67;
 
+/// An object composed from other objects with a template (`template`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TemplateSpec {
+    /// The file path in the volume and the `ObjectVersion` id.
+    pub name: FilePath,
+    /// Template text (MiniJinja syntax); `objects["name"]` is another
+    /// object's content.
+    pub template: String,
+    /// `filePermission`, if given.
+    pub mode: Option<u32>,
+}
+
+/// The parsed `objects` list.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Objects {
+    /// Objects read from Vault, in list order.
+    pub vault: Vec<ObjectSpec>,
+    /// Objects composed by templates, rendered after the others.
+    pub templates: Vec<TemplateSpec>,
+}
+
+enum Entry {
+    Vault(ObjectSpec),
+    Template(TemplateSpec),
+}
+
+impl Entry {
+    fn name(&self) -> &FilePath {
+        match self {
+            Entry::Vault(o) => &o.name,
+            Entry::Template(t) => &t.name,
+        }
+    }
+}
+
+/// Longest template accepted, in bytes.
+const MAX_TEMPLATE_LEN: usize = 64 * 1024;
+
 /// One Vault request. Equal sources within a Mount are fetched once, so a
 /// certificate and its key (or a username and its password) always match.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -114,6 +152,12 @@ pub enum Selection {
     Data,
     /// One key of the data (`secretKey`).
     Key(String),
+    /// A value nested inside the data (`secretKeyPath: a.b.0.c`): map keys
+    /// and array indices separated by dots.
+    KeyPath(Vec<String>),
+    /// Every key of the data as its own file, `objectName/<key>`
+    /// (`render: keys`).
+    Keys,
     /// PKI: the CA chain as concatenated PEM (`ca_chain`, else `issuing_ca`)
     /// (`render: ca-chain`).
     CaChain,
@@ -135,10 +179,7 @@ pub enum Encoding {
 
 /// Parses the `objects` YAML. `default_namespace` is the namespace objects
 /// without their own `vaultNamespace` read from.
-pub fn parse(
-    raw: &str,
-    default_namespace: Option<&Namespace>,
-) -> Result<Vec<ObjectSpec>, RequestError> {
+pub fn parse(raw: &str, default_namespace: Option<&Namespace>) -> Result<Objects, RequestError> {
     let invalid = |msg: String| RequestError::invalid("objects", msg);
     if raw.trim().is_empty() {
         return Err(invalid("no objects configured".into()));
@@ -167,8 +208,8 @@ pub fn parse(
     let mut seen = HashSet::new();
     let mut duplicates: Vec<&str> = objects
         .iter()
-        .filter(|o| !seen.insert(o.name.as_str()))
-        .map(|o| o.name.as_str())
+        .map(|o| o.name().as_str())
+        .filter(|name| !seen.insert(*name))
         .collect();
     if !duplicates.is_empty() {
         duplicates.sort_unstable();
@@ -180,9 +221,9 @@ pub fn parse(
     }
     // The driver creates one top-level entry per first path element, so
     // `a` and `a/b` cannot both exist.
-    let names: HashSet<&str> = objects.iter().map(|o| o.name.as_str()).collect();
+    let names: HashSet<&str> = objects.iter().map(|o| o.name().as_str()).collect();
     for object in &objects {
-        let name = object.name.as_str();
+        let name = object.name().as_str();
         let mut prefix_end = 0;
         while let Some(pos) = name[prefix_end..].find('/') {
             let prefix = &name[..prefix_end + pos];
@@ -194,14 +235,21 @@ pub fn parse(
             prefix_end += pos + 1;
         }
     }
-    Ok(objects)
+    let mut parsed = Objects::default();
+    for object in objects {
+        match object {
+            Entry::Vault(o) => parsed.vault.push(o),
+            Entry::Template(t) => parsed.templates.push(t),
+        }
+    }
+    Ok(parsed)
 }
 
 fn parse_object(
     index: usize,
     entry: Yaml,
     default_namespace: Option<&Namespace>,
-) -> Result<ObjectSpec, RequestError> {
+) -> Result<Entry, RequestError> {
     let position = format!("objects[{index}]");
     let Yaml::Mapping(mapping) = entry else {
         return Err(RequestError::invalid(
@@ -227,6 +275,10 @@ fn parse_object(
     })?;
     // From here on, messages name the object rather than its index.
     let position = format!("object {name_raw:?}");
+
+    if let Some(template) = string_field(&mut fields, "template", &position)? {
+        return parse_template(name, template, fields, &position).map(Entry::Template);
+    }
 
     let path_raw = string_field(&mut fields, "secretPath", &position)?
         .ok_or_else(|| RequestError::invalid(&position, "secretPath is required"))?;
@@ -268,23 +320,41 @@ fn parse_object(
     };
 
     let secret_key = string_field(&mut fields, "secretKey", &position)?.filter(|k| !k.is_empty());
+    let key_path = string_field(&mut fields, "secretKeyPath", &position)?.filter(|k| !k.is_empty());
     let render = string_field(&mut fields, "render", &position)?;
-    let selection = match (secret_key, render.as_deref()) {
-        (Some(key), None) => Selection::Key(key),
-        (Some(_), Some(_)) => {
+    let selection = match (secret_key, key_path, render.as_deref()) {
+        (Some(_), Some(_), _) => {
             return Err(RequestError::invalid(
                 &position,
-                "set either secretKey or render, not both",
+                "set either secretKey or secretKeyPath, not both",
             ));
         }
-        (None, None | Some("response")) => Selection::Response,
-        (None, Some("data")) => Selection::Data,
-        (None, Some("ca-chain")) => Selection::CaChain,
-        (None, Some("fullchain")) => Selection::FullChain,
-        (None, Some(other)) => {
+        (None, Some(_), Some(_)) | (Some(_), None, Some(_)) => {
             return Err(RequestError::invalid(
                 &position,
-                format!("render {other:?} is not one of response, data, ca-chain, fullchain"),
+                "set either secretKey/secretKeyPath or render, not both",
+            ));
+        }
+        (Some(key), None, None) => Selection::Key(key),
+        (None, Some(path), None) => {
+            let segments: Vec<String> = path.split('.').map(str::to_owned).collect();
+            if segments.iter().any(String::is_empty) {
+                return Err(RequestError::invalid(
+                    &position,
+                    format!("secretKeyPath {path:?} has an empty segment"),
+                ));
+            }
+            Selection::KeyPath(segments)
+        }
+        (None, None, Some("keys")) => Selection::Keys,
+        (None, None, None | Some("response")) => Selection::Response,
+        (None, None, Some("data")) => Selection::Data,
+        (None, None, Some("ca-chain")) => Selection::CaChain,
+        (None, None, Some("fullchain")) => Selection::FullChain,
+        (None, None, Some(other)) => {
+            return Err(RequestError::invalid(
+                &position,
+                format!("render {other:?} is not one of response, data, keys, ca-chain, fullchain"),
             ));
         }
     };
@@ -328,7 +398,7 @@ fn parse_object(
         tracing::warn!(object = %name, fields = ?unknown, "ignoring unknown object fields");
     }
 
-    Ok(ObjectSpec {
+    Ok(Entry::Vault(ObjectSpec {
         name,
         source: Source {
             namespace,
@@ -341,6 +411,42 @@ fn parse_object(
         encoding,
         mode,
         renewal_percent,
+    }))
+}
+
+fn parse_template(
+    name: FilePath,
+    template: String,
+    mut fields: BTreeMap<String, Yaml>,
+    position: &str,
+) -> Result<TemplateSpec, RequestError> {
+    if template.len() > MAX_TEMPLATE_LEN {
+        return Err(RequestError::invalid(
+            position,
+            format!("template is longer than {MAX_TEMPLATE_LEN} bytes"),
+        ));
+    }
+    let mode = match fields.remove("filePermission") {
+        None | Some(Yaml::Null) => None,
+        Some(value) => Some(
+            parse_mode(&value)
+                .map_err(|why| RequestError::invalid(position, format!("filePermission {why}")))?,
+        ),
+    };
+    if !fields.is_empty() {
+        let extra: Vec<&str> = fields.keys().map(String::as_str).collect();
+        return Err(RequestError::invalid(
+            position,
+            format!(
+                "a template object takes only objectName, template and filePermission; remove {}",
+                extra.join(", ")
+            ),
+        ));
+    }
+    Ok(TemplateSpec {
+        name,
+        template,
+        mode,
     })
 }
 
@@ -441,7 +547,7 @@ mod tests {
     use super::*;
 
     fn one(yaml: &str) -> ObjectSpec {
-        let mut objects = parse(yaml, None).expect("valid objects");
+        let mut objects = parse(yaml, None).expect("valid objects").vault;
         assert_eq!(objects.len(), 1);
         objects.remove(0)
     }
@@ -549,6 +655,44 @@ mod tests {
     }
 
     #[test]
+    fn key_paths_keys_and_templates() {
+        let o = one("- objectName: a\n  secretPath: s/x\n  secretKeyPath: db.hosts.0\n");
+        assert_eq!(
+            o.selection,
+            Selection::KeyPath(vec!["db".into(), "hosts".into(), "0".into()])
+        );
+        assert_eq!(
+            one("- objectName: a\n  secretPath: s/x\n  render: keys\n").selection,
+            Selection::Keys
+        );
+        assert!(
+            error("- objectName: a\n  secretPath: s/x\n  secretKeyPath: a..b\n")
+                .contains("empty segment")
+        );
+        assert!(
+            error("- objectName: a\n  secretPath: s/x\n  secretKey: a\n  secretKeyPath: b\n")
+                .contains("not both")
+        );
+
+        let parsed = parse(
+            "- objectName: user\n  secretPath: s/x\n  secretKey: u\n- objectName: app.env\n  template: 'U={{ objects.user }}'\n  filePermission: 0600\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(parsed.vault.len(), 1);
+        assert_eq!(parsed.templates.len(), 1);
+        assert_eq!(parsed.templates[0].mode, Some(0o600));
+        assert!(
+            error("- objectName: t\n  template: x\n  secretPath: s/x\n")
+                .contains("remove secretPath")
+        );
+        assert!(
+            error("- objectName: t\n  template: x\n- objectName: t\n  secretPath: s/x\n")
+                .contains("duplicated: t")
+        );
+    }
+
+    #[test]
     fn renewal_percent() {
         assert_eq!(
             one("- objectName: a\n  secretPath: s/x\n").renewal_percent,
@@ -582,7 +726,8 @@ mod tests {
             "- objectName: a\n  secretPath: s/x\n- objectName: b\n  secretPath: pki/issue/r\n  vaultNamespace: /admin/central/\n",
             default.as_ref(),
         )
-        .unwrap();
+        .unwrap()
+        .vault;
         assert_eq!(
             objects[0].source.namespace.as_ref().unwrap().as_str(),
             "admin/deployments/a"
