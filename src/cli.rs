@@ -73,14 +73,6 @@ pub struct ServeArgs {
     #[arg(long, env = "VSP_READYZ_VAULT")]
     pub readyz_vault: bool,
 
-    /// Vault flags.
-    #[command(flatten, next_help_heading = "Vault")]
-    pub vault: VaultArgs,
-
-    /// Log flags.
-    #[command(flatten, next_help_heading = "Logging")]
-    pub log: LogArgs,
-
     /// Deadline for one Mount, applied even when the driver sends none
     /// (its v1.5 rotation reconciler does not).
     #[arg(long, env = "VSP_MOUNT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -94,6 +86,14 @@ pub struct ServeArgs {
     /// missing). Default: `vault-secrets-provider.key` next to the socket.
     #[arg(long, env = "VSP_VERSION_KEY_FILE")]
     pub version_key_file: Option<PathBuf>,
+
+    /// Vault flags.
+    #[command(flatten, next_help_heading = "Vault")]
+    pub vault: VaultArgs,
+
+    /// Log flags.
+    #[command(flatten, next_help_heading = "Logging")]
+    pub log: LogArgs,
 }
 
 /// How to reach Vault: defaults that a SecretProviderClass may override.
@@ -248,10 +248,6 @@ pub struct MountArgs {
     #[arg(long, default_value = "0644", value_parser = parse_octal_mode)]
     pub permission: u32,
 
-    /// Vault flags.
-    #[command(flatten, next_help_heading = "Vault")]
-    pub vault: VaultArgs,
-
     /// Deadline for the whole Mount.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub mount_timeout: Duration,
@@ -259,6 +255,10 @@ pub struct MountArgs {
     /// Log level on standard error (`warn` by default, `debug` to see each step).
     #[arg(long, default_value = "warn")]
     pub log_level: String,
+
+    /// Vault flags.
+    #[command(flatten, next_help_heading = "Vault")]
+    pub vault: VaultArgs,
 }
 
 fn parse_key_file(raw: &str) -> Result<(String, PathBuf), String> {
