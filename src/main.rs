@@ -16,9 +16,20 @@ use vault_secrets_provider::telemetry::{self, Health, LogFormat};
 use vault_secrets_provider::vault::{Vault, VaultConfig};
 use vault_secrets_provider::version::Versioner;
 
-fn main() -> Result<ExitCode> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(err) => {
+            // The whole chain on one line; no backtrace, whatever RUST_BACKTRACE says.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode> {
+    match command {
         Command::Serve(args) => {
             telemetry::init(&args.log.log_level, args.log.log_format)
                 .map_err(anyhow::Error::msg)?;
