@@ -397,6 +397,24 @@ async fn text_logs_name_the_pod_and_spc_of_each_mount() {
     ] {
         assert!(line.contains(field), "{field} missing from {line}");
     }
+
+    // At --log-level warn only failures are logged, still naming the pod.
+    let quiet = provider_with_level("warn");
+    let missing = "- objectName: gone\n  secretPath: secret/data/app-missing\n";
+    client
+        .mount(&quiet, &d.attributes(missing), &d.secrets(), volume.path())
+        .expect_err("NotFound", "gone");
+    let log = quiet.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("mount failed"))
+        .unwrap_or_else(|| panic!("no mount line:\n{log}"));
+    assert!(line.contains("pod_name=\"app-0\""), "{line}");
+    assert!(!log.contains("INFO"), "{log}");
+}
+
+fn provider_with_level(level: &str) -> Provider {
+    provider(&["--log-level", level])
 }
 
 fn run_mount(args: &[&str]) -> Output {

@@ -112,7 +112,9 @@ impl MountObserver {
     /// Starts observing a Mount whose raw `attributes` are given.
     pub fn start(attributes: &str) -> Self {
         let context: MountContext = serde_json::from_str(attributes).unwrap_or_default();
-        let span = tracing::info_span!(
+        // At ERROR level so that the span is enabled whenever any of the
+        // Mount's lines is (`--log-level warn` still shows which pod failed).
+        let span = tracing::error_span!(
             "mount",
             pod_namespace = context.pod_namespace.as_deref(),
             pod_name = context.pod_name.as_deref(),
