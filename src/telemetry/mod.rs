@@ -191,6 +191,20 @@ mod tests {
     }
 
     #[test]
+    fn a_mount_dropped_before_it_ends_counts_as_cancelled() {
+        let attributes = r#"{"csi.storage.k8s.io/pod.namespace":"unit-cancel"}"#;
+        drop(MountObserver::start(attributes));
+        MountObserver::start(attributes).finish(&Err(MountError::Timeout(Duration::ZERO)));
+        let text = metrics().encode(0, false);
+        for line in [
+            r#"vsp_mounts_total{pod_namespace="unit-cancel",result="failure",code="cancelled"} 1"#,
+            r#"vsp_mounts_total{pod_namespace="unit-cancel",result="failure",code="unavailable"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+
+    #[test]
     fn mount_context_is_read_leniently() {
         let context: MountContext = serde_json::from_str(
             r#"{"csi.storage.k8s.io/pod.name":"p","secretProviderClass":"spc","objects":"- x"}"#,
