@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use url::Url;
 
+use crate::request::{Defaults, Namespace, TlsSettings};
 use crate::telemetry::LogFormat;
 
 /// Default socket: HashiCorp's provider uses the same, so we are a drop-in.
@@ -25,7 +27,29 @@ pub struct Cli {
 pub enum Command {
     /// Run the provider: serve the driver's gRPC calls on a Unix socket.
     Serve(ServeArgs),
+    /// Render a SecretProviderClass file into a local directory, without a
+    /// driver or a cluster: the quickest way to debug an SPC.
+    #[command(after_help = MOUNT_EXAMPLES)]
+    Mount(MountArgs),
 }
+
+const MOUNT_EXAMPLES: &str = "\
+Examples:
+  # AppRole: the secret ID that would be in the nodePublishSecretRef Secret
+  vault-secrets-provider mount spc.yaml --secret-id-file ./secret-id -o ./out \\
+      --vault-addr https://vault.example.internal:8200
+
+  # Any key of that Secret, e.g. a role ID kept there too
+  vault-secrets-provider mount spc.yaml --secret roleId=./role-id --secret secretId=./secret-id -o ./out
+
+  # Kubernetes or JWT auth: a service-account token for the SPC's audience
+  vault-secrets-provider mount spc.yaml --service-account-token-file ./token \\
+      --pod-namespace team-a --service-account app -o ./out
+
+The files are written with their modes into a new directory that appears whole
+(or not at all); a summary of names, sizes, modes and versions is printed, never
+the values. Exit status: 0 on success, 1 when the Mount fails (the message is the
+one a pod's events would show), 2 on bad usage.";
 
 /// `serve` flags.
 #[derive(Debug, Args)]
@@ -38,10 +62,61 @@ pub struct ServeArgs {
     #[arg(long, env = "VSP_ENDPOINT_PERMISSIONS", default_value = "0600", value_parser = parse_octal_mode)]
     pub endpoint_permissions: u32,
 
-    /// Address of the HTTP health endpoint (`/healthz`, `/readyz`).
+    /// Address of the HTTP endpoint for probes and metrics: `/healthz`,
+    /// `/readyz`, `/metrics`. Port 0 picks a free port (logged at start-up).
     #[arg(long, env = "VSP_HEALTH_ADDR", default_value = "0.0.0.0:8080")]
     pub health_addr: SocketAddr,
 
+    /// Make `/readyz` also require Vault's `sys/health` at `--vault-addr` to
+    /// answer (initialized and unsealed; standbys count). Off by default: a
+    /// Vault outage then marks every node's provider unready.
+    #[arg(long, env = "VSP_READYZ_VAULT")]
+    pub readyz_vault: bool,
+
+    /// Deadline for one Mount, applied even when the driver sends none
+    /// (its v1.5 rotation reconciler does not).
+    #[arg(long, env = "VSP_MOUNT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub mount_timeout: Duration,
+
+    /// Most Vault identities (AppRole credentials, roles) whose tokens are cached.
+    #[arg(long, env = "VSP_TOKEN_CACHE_SIZE", default_value_t = 10_000)]
+    pub token_cache_size: usize,
+
+    /// Most pod certificates and leased secrets kept between Mounts.
+    #[arg(long, env = "VSP_LEASE_CACHE_SIZE", default_value_t = 10_000)]
+    pub lease_cache_size: usize,
+
+    /// Per-pod state (certificates, leases, tokens) that no Mount has used for
+    /// this long is dropped: the driver never says when a pod is gone.
+    #[arg(long, env = "VSP_POD_STATE_IDLE_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub pod_state_idle_timeout: Duration,
+
+    /// Revoke the leases and tokens of idle pod state when dropping it (needs
+    /// a policy allowing `sys/leases/revoke`).
+    #[arg(long, env = "VSP_REVOKE_ON_IDLE")]
+    pub revoke_on_idle: bool,
+
+    /// Revoke every cached Vault token on shutdown.
+    #[arg(long, env = "VSP_REVOKE_TOKENS_ON_SHUTDOWN")]
+    pub revoke_tokens_on_shutdown: bool,
+
+    /// File holding the key for object versions (created, mode 0600, if
+    /// missing). Default: `vault-secrets-provider.key` next to the socket.
+    #[arg(long, env = "VSP_VERSION_KEY_FILE")]
+    pub version_key_file: Option<PathBuf>,
+
+    /// Vault flags.
+    #[command(flatten, next_help_heading = "Vault")]
+    pub vault: VaultArgs,
+
+    /// Log flags.
+    #[command(flatten, next_help_heading = "Logging")]
+    pub log: LogArgs,
+}
+
+/// How to reach Vault: defaults that a SecretProviderClass may override.
+#[derive(Debug, Args)]
+pub struct VaultArgs {
     /// Default Vault address (else `VAULT_ADDR`, else https://127.0.0.1:8200).
     /// A SecretProviderClass may override it with `vaultAddress`.
     #[arg(long, env = "VSP_VAULT_ADDR")]
@@ -83,49 +158,134 @@ pub struct ServeArgs {
     #[arg(long, env = "VSP_VAULT_TLS_SKIP_VERIFY")]
     pub vault_tls_skip_verify: bool,
 
-    /// Log level (`error`, `warn`, `info`, `debug`, `trace`) or filter directives.
-    #[arg(long, env = "VSP_LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
-
-    /// Log format.
-    #[arg(long, env = "VSP_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
-
-    /// Deadline for one Mount, applied even when the driver sends none
-    /// (its v1.5 rotation reconciler does not).
-    #[arg(long, env = "VSP_MOUNT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub mount_timeout: Duration,
-
     /// Deadline for one HTTP request to Vault.
     #[arg(long, env = "VSP_VAULT_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub vault_request_timeout: Duration,
+}
 
-    /// Most Vault identities (AppRole credentials, roles) whose tokens are cached.
-    #[arg(long, env = "VSP_TOKEN_CACHE_SIZE", default_value_t = 10_000)]
-    pub token_cache_size: usize,
+impl VaultArgs {
+    /// The provider-wide defaults these flags (and `VAULT_ADDR`,
+    /// `VAULT_NAMESPACE`) give.
+    pub fn defaults(&self) -> Result<Defaults, String> {
+        let address = self
+            .vault_addr
+            .clone()
+            .or_else(|| std::env::var("VAULT_ADDR").ok().filter(|v| !v.is_empty()))
+            .unwrap_or_else(|| "https://127.0.0.1:8200".to_owned());
+        let namespace = self
+            .vault_namespace
+            .clone()
+            .or_else(|| std::env::var("VAULT_NAMESPACE").ok())
+            .unwrap_or_default();
+        Ok(Defaults {
+            vault_address: Url::parse(&address)
+                .map_err(|err| format!("--vault-addr {address:?} is not a URL: {err}"))?,
+            vault_namespace: Namespace::parse(&namespace)
+                .map_err(|why| format!("--vault-namespace {why}"))?,
+            tls: TlsSettings {
+                ca_cert: self.vault_tls_ca_cert.clone(),
+                ca_directory: self.vault_tls_ca_directory.clone(),
+                server_name: self.vault_tls_server_name.clone(),
+                client_cert: self.vault_tls_client_cert.clone(),
+                client_key: self.vault_tls_client_key.clone(),
+                skip_verify: self.vault_tls_skip_verify,
+            },
+        })
+    }
+}
 
-    /// Most pod certificates and leased secrets kept between Mounts.
-    #[arg(long, env = "VSP_LEASE_CACHE_SIZE", default_value_t = 10_000)]
-    pub lease_cache_size: usize,
+/// Log flags.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log level (`error`, `warn`, `info`, `debug`, `trace`) or filter directives.
+    /// Whatever the level, no secret, token or attribute is ever logged.
+    #[arg(long, env = "VSP_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
 
-    /// Per-pod state (certificates, leases, tokens) that no Mount has used for
-    /// this long is dropped: the driver never says when a pod is gone.
-    #[arg(long, env = "VSP_POD_STATE_IDLE_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
-    pub pod_state_idle_timeout: Duration,
+    /// Log format: `text` lines, or one JSON object per line.
+    #[arg(long, env = "VSP_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
 
-    /// Revoke the leases and tokens of idle pod state when dropping it (needs
-    /// a policy allowing `sys/leases/revoke`).
-    #[arg(long, env = "VSP_REVOKE_ON_IDLE")]
-    pub revoke_on_idle: bool,
+/// `mount` flags.
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// SecretProviderClass YAML file (`-` for standard input). It may hold
+    /// several documents; see `--name`.
+    #[arg(value_name = "SPC_FILE")]
+    pub spc_file: PathBuf,
 
-    /// Revoke every cached Vault token on shutdown.
-    #[arg(long, env = "VSP_REVOKE_TOKENS_ON_SHUTDOWN")]
-    pub revoke_tokens_on_shutdown: bool,
+    /// Directory to create with the files. It must not exist or be empty,
+    /// unless `--force`.
+    #[arg(short, long, value_name = "DIR")]
+    pub output_dir: PathBuf,
 
-    /// File holding the key for object versions (created, mode 0600, if
-    /// missing). Default: `vault-secrets-provider.key` next to the socket.
-    #[arg(long, env = "VSP_VERSION_KEY_FILE")]
-    pub version_key_file: Option<PathBuf>,
+    /// Replace a non-empty output directory (the old one is removed only once
+    /// the new one is in place).
+    #[arg(long)]
+    pub force: bool,
+
+    /// Which SecretProviderClass of the file (`metadata.name`), when it holds
+    /// more than one.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// File holding the AppRole secret ID: key `secretId` of the
+    /// `nodePublishSecretRef` Secret.
+    #[arg(long, value_name = "FILE")]
+    pub secret_id_file: Option<PathBuf>,
+
+    /// Any key of the `nodePublishSecretRef` Secret, from a file
+    /// (e.g. `roleId=./role-id`). Repeatable.
+    #[arg(long = "secret", value_name = "KEY=FILE", value_parser = parse_key_file)]
+    pub secrets: Vec<(String, PathBuf)>,
+
+    /// File holding a service-account token (a JWT) for Kubernetes or JWT
+    /// auth; it is passed for the SPC's `audience` (default `vault`), as the
+    /// driver's `tokenRequests` would.
+    #[arg(long, value_name = "FILE")]
+    pub service_account_token_file: Option<PathBuf>,
+
+    /// Pod name, as the driver would send it.
+    #[arg(long, default_value = "local")]
+    pub pod_name: String,
+
+    /// Pod namespace.
+    #[arg(long, default_value = "default")]
+    pub pod_namespace: String,
+
+    /// Pod UID.
+    #[arg(long, default_value = "00000000-0000-0000-0000-000000000000")]
+    pub pod_uid: String,
+
+    /// Pod service account.
+    #[arg(long, default_value = "default")]
+    pub service_account: String,
+
+    /// File mode for objects without `filePermission`, octal (the driver sends 0644).
+    #[arg(long, default_value = "0644", value_parser = parse_octal_mode)]
+    pub permission: u32,
+
+    /// Deadline for the whole Mount.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub mount_timeout: Duration,
+
+    /// Log level on standard error (`warn` by default, `debug` to see each step).
+    #[arg(long, default_value = "warn")]
+    pub log_level: String,
+
+    /// Vault flags.
+    #[command(flatten, next_help_heading = "Vault")]
+    pub vault: VaultArgs,
+}
+
+fn parse_key_file(raw: &str) -> Result<(String, PathBuf), String> {
+    match raw.split_once('=') {
+        Some((key, file)) if !key.is_empty() && !file.is_empty() => {
+            Ok((key.to_owned(), PathBuf::from(file)))
+        }
+        _ => Err(format!("{raw:?} is not KEY=FILE")),
+    }
 }
 
 fn parse_octal_mode(raw: &str) -> Result<u32, String> {
@@ -154,5 +314,15 @@ mod tests {
         assert_eq!(parse_octal_mode("0o660").unwrap(), 0o660);
         assert!(parse_octal_mode("0800").is_err());
         assert!(parse_octal_mode("7777").is_err());
+    }
+
+    #[test]
+    fn key_files() {
+        assert_eq!(
+            parse_key_file("roleId=./a=b").unwrap(),
+            ("roleId".to_owned(), PathBuf::from("./a=b"))
+        );
+        assert!(parse_key_file("roleId").is_err());
+        assert!(parse_key_file("=x").is_err());
     }
 }

@@ -15,13 +15,17 @@
 //! - [`render`]: Vault response → file bytes.
 //! - [`version`]: keyed object versions that reveal nothing of the content.
 //! - [`error`]: the one place where failures become gRPC status codes.
-//! - [`telemetry`]: logging setup and the health endpoint.
+//! - [`telemetry`]: logs (one span per Mount), Prometheus metrics, and the
+//!   HTTP endpoint for probes and metrics.
+//! - [`local`]: the `mount` subcommand: a SecretProviderClass file rendered
+//!   into a directory through the same plan and Mount, without a driver.
 //! - [`cli`]: the command line.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 pub mod cli;
 pub mod error;
+pub mod local;
 pub mod mount;
 pub mod proto;
 pub mod render;

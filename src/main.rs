@@ -1,59 +1,51 @@
 //! `vault-secrets-provider`: wires the command line to the library.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use clap::Parser as _;
-use url::Url;
 
-use vault_secrets_provider::cli::{Cli, Command, ServeArgs};
+use vault_secrets_provider::cli::{Cli, Command, MountArgs, ServeArgs};
+use vault_secrets_provider::local;
 use vault_secrets_provider::mount::Provider;
-use vault_secrets_provider::request::{Defaults, Namespace, TlsSettings};
+use vault_secrets_provider::request::VaultTarget;
 use vault_secrets_provider::server::{self, ServerConfig, Serving};
-use vault_secrets_provider::telemetry;
+use vault_secrets_provider::telemetry::{self, Health, LogFormat};
 use vault_secrets_provider::vault::{Vault, VaultConfig};
 use vault_secrets_provider::version::Versioner;
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Serve(args) => {
-            telemetry::init(&args.log_level, args.log_format).map_err(anyhow::Error::msg)?;
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?
-                .block_on(serve(args))
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(err) => {
+            // The whole chain on one line; no backtrace, whatever RUST_BACKTRACE says.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
         }
     }
 }
 
+fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Serve(args) => {
+            telemetry::init(&args.log.log_level, args.log.log_format)
+                .map_err(anyhow::Error::msg)?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(serve(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Mount(args) => mount(&args),
+    }
+}
+
 async fn serve(args: ServeArgs) -> Result<()> {
-    let address = args
-        .vault_addr
-        .clone()
-        .or_else(|| std::env::var("VAULT_ADDR").ok().filter(|v| !v.is_empty()))
-        .unwrap_or_else(|| "https://127.0.0.1:8200".to_owned());
-    let namespace = args
-        .vault_namespace
-        .clone()
-        .or_else(|| std::env::var("VAULT_NAMESPACE").ok())
-        .unwrap_or_default();
-    let defaults = Defaults {
-        vault_address: Url::parse(&address)
-            .with_context(|| format!("--vault-addr {address:?} is not a URL"))?,
-        vault_namespace: Namespace::parse(&namespace)
-            .map_err(|why| anyhow::anyhow!("--vault-namespace {why}"))?,
-        tls: TlsSettings {
-            ca_cert: args.vault_tls_ca_cert.clone(),
-            ca_directory: args.vault_tls_ca_directory.clone(),
-            server_name: args.vault_tls_server_name.clone(),
-            client_cert: args.vault_tls_client_cert.clone(),
-            client_key: args.vault_tls_client_key.clone(),
-            skip_verify: args.vault_tls_skip_verify,
-        },
-    };
+    let defaults = args.vault.defaults().map_err(anyhow::Error::msg)?;
     let key_file = args.version_key_file.clone().unwrap_or_else(|| {
         args.endpoint
             .parent()
@@ -63,8 +55,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let versioner = Versioner::load_or_create(&key_file)
         .with_context(|| format!("cannot load the version key {}", key_file.display()))?;
     let vault = Vault::new(VaultConfig {
-        request_timeout: args.vault_request_timeout,
+        request_timeout: args.vault.vault_request_timeout,
         token_cache_size: args.token_cache_size,
+    });
+    let vault_check = args.readyz_vault.then(|| VaultTarget {
+        address: defaults.vault_address.clone(),
+        tls: defaults.tls.clone(),
     });
     let provider = Arc::new(
         Provider::new(vault, versioner, defaults).with_lease_capacity(args.lease_cache_size),
@@ -79,7 +75,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let health = telemetry::bind_health(args.health_addr)
         .await
         .with_context(|| format!("cannot listen on --health-addr {}", args.health_addr))?;
-    tokio::spawn(telemetry::serve_health(health, serving.clone()));
+    let health_addr = health.local_addr()?;
+    tracing::info!(%health_addr, "health and metrics endpoint listening");
+    tokio::spawn(telemetry::serve_health(
+        health,
+        Arc::new(Health {
+            serving: serving.clone(),
+            endpoint: args.endpoint.clone(),
+            provider: provider.clone(),
+            vault_check,
+        }),
+    ));
 
     let listener = server::bind(&args.endpoint, args.endpoint_permissions)
         .with_context(|| format!("cannot create socket {}", args.endpoint.display()))?;
@@ -118,6 +124,25 @@ async fn sweep_idle_state(provider: Arc<Provider>, idle: std::time::Duration, re
     loop {
         ticks.tick().await;
         provider.expire_idle(idle, revoke).await;
+    }
+}
+
+/// `mount`: exit 0 when the files are written, 1 when the Mount fails (with
+/// the message a pod's events would show) or anything else goes wrong.
+fn mount(args: &MountArgs) -> Result<ExitCode> {
+    telemetry::init(&args.log_level, LogFormat::Text).map_err(anyhow::Error::msg)?;
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(local::run(args))?;
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(err) => {
+            let status = tonic::Status::from(err);
+            eprintln!("Mount failed: {:?}: {}", status.code(), status.message());
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 

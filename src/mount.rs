@@ -148,6 +148,8 @@ impl Provider {
     /// Parses and runs one driver request.
     pub async fn mount(&self, request: &MountRequest) -> Result<MountResponse, MountError> {
         let plan = request::parse(request, &self.defaults)?;
+        // The Mount's log span (telemetry::MountObserver) has a field for this.
+        tracing::Span::current().record("objects", plan.objects.len());
         self.run(&plan).await
     }
 

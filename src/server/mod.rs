@@ -16,22 +16,23 @@ use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _}
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::TryStreamExt as _;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::error::MountError;
 use crate::mount::Provider;
 use crate::proto::csi_driver_provider_server::{CsiDriverProvider, CsiDriverProviderServer};
 use crate::proto::{MountRequest, MountResponse, VersionRequest, VersionResponse};
-use crate::request::PodInfo;
+use crate::telemetry::MountObserver;
 use authority::AuthorityRepair;
 
 /// The protocol version the driver speaks.
-const API_VERSION: &str = "v1alpha1";
+pub const API_VERSION: &str = "v1alpha1";
 /// Our name in `VersionResponse.runtime_name`.
 pub const RUNTIME_NAME: &str = "vault-secrets-provider";
 
@@ -179,44 +180,17 @@ impl CsiDriverProvider for ProviderService {
         &self,
         request: Request<MountRequest>,
     ) -> Result<Response<MountResponse>, Status> {
-        let started = Instant::now();
         let deadline = grpc_timeout(request.metadata())
             .map_or(self.mount_timeout, |caller| caller.min(self.mount_timeout));
         let request = request.into_inner();
-        let pod = PodInfo::from_attributes(&request.attributes);
-
-        let result = match tokio::time::timeout(deadline, self.provider.mount(&request)).await {
+        let observer = MountObserver::start(&request.attributes);
+        let mount = tokio::time::timeout(deadline, self.provider.mount(&request));
+        let result = match mount.instrument(observer.span().clone()).await {
             Ok(result) => result,
             Err(_) => Err(MountError::Timeout(deadline)),
         };
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let pod_namespace = pod.namespace.as_deref().unwrap_or("");
-        let pod_name = pod.name.as_deref().unwrap_or("");
-        let pod_uid = pod.uid.as_deref().unwrap_or("");
-        match result {
-            Ok(response) => {
-                tracing::info!(
-                    pod_namespace,
-                    pod_name,
-                    pod_uid,
-                    objects = response.files.len(),
-                    elapsed_ms,
-                    result = "ok",
-                    "mount"
-                );
-                Ok(Response::new(response))
-            }
-            Err(err) => {
-                tracing::warn!(
-                    pod_namespace, pod_name, pod_uid,
-                    elapsed_ms,
-                    result = err.label(),
-                    error = %err,
-                    "mount failed"
-                );
-                Err(err.into())
-            }
-        }
+        observer.finish(&result);
+        result.map(Response::new).map_err(Status::from)
     }
 }
 
@@ -234,31 +208,6 @@ fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
         "n" => Duration::from_nanos(value),
         _ => return None,
     })
-}
-
-impl PodInfo {
-    /// The pod fields of a raw `attributes` string, for logging a request
-    /// that may not parse. Reads only the pod keys.
-    pub fn from_attributes(attributes: &str) -> Self {
-        #[derive(serde::Deserialize, Default)]
-        struct Keys {
-            #[serde(rename = "csi.storage.k8s.io/pod.name")]
-            name: Option<String>,
-            #[serde(rename = "csi.storage.k8s.io/pod.namespace")]
-            namespace: Option<String>,
-            #[serde(rename = "csi.storage.k8s.io/pod.uid")]
-            uid: Option<String>,
-            #[serde(rename = "csi.storage.k8s.io/serviceAccount.name")]
-            service_account: Option<String>,
-        }
-        let keys: Keys = serde_json::from_str(attributes).unwrap_or_default();
-        Self {
-            name: keys.name,
-            namespace: keys.namespace,
-            uid: keys.uid,
-            service_account: keys.service_account,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -301,12 +250,5 @@ mod tests {
         let err = bind(&file, 0o600).unwrap_err();
         assert!(err.to_string().contains("not a socket"));
         assert_eq!(fs::read(&file).unwrap(), b"keep me");
-    }
-
-    #[test]
-    fn pod_info_is_read_leniently() {
-        let pod = PodInfo::from_attributes(r#"{"csi.storage.k8s.io/pod.name":"p","objects":5}"#);
-        assert_eq!(pod.name.as_deref(), Some("p"));
-        assert_eq!(PodInfo::from_attributes("not json"), PodInfo::default());
     }
 }

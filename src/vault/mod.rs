@@ -10,12 +10,13 @@
 //! typed [`VaultError`].
 
 pub mod flight;
+mod health;
 pub mod leases;
 pub mod tokens;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -24,6 +25,7 @@ use vaultrs::client::VaultClientSettings;
 use vaultrs::error::ClientError;
 
 use crate::request::{AuthMethod, AuthPlan, Method, Namespace, Source, TlsSettings, VaultTarget};
+use crate::telemetry::metrics::{self, Operation, metrics};
 pub use tokens::{Identity, Origin, Refresh, Token, TokenCache};
 
 /// Largest Vault response we accept. The driver's gRPC limit is 4 MiB for a
@@ -117,14 +119,16 @@ impl Vault {
         pod_uid: Option<&str>,
     ) -> Result<(Identity, Token, Origin), VaultError> {
         let identity = identity_of(target, auth, pod_uid);
-        let (token, origin) = self
+        let found = self
             .tokens
             .get(
                 &identity,
                 || self.login(target, auth),
                 |token| self.renew(target, auth, token),
             )
-            .await?;
+            .await;
+        metrics().token_lookup(matches!(found, Ok((_, Origin::Cached))));
+        let (token, origin) = found?;
         Ok((identity, token, origin))
     }
 
@@ -212,6 +216,7 @@ impl Vault {
             }
         };
         let scope = self.scope(target, namespace, None).await?;
+        let started = Instant::now();
         let result = match auth {
             AuthPlan::AppRole {
                 role_id, secret_id, ..
@@ -236,7 +241,10 @@ impl Vault {
             "auth/{mount} in namespace {}",
             namespace.map_or("(root)", Namespace::as_str)
         );
-        let info: AuthInfo = result.map_err(|err| login_error(err, &where_))?;
+        let status = metrics::login_status(&result);
+        let result = result.map_err(|err| login_error(err, &where_));
+        metrics().login(auth, status, result.as_ref().err(), started.elapsed());
+        let info: AuthInfo = result?;
         if info.client_token.is_empty() {
             return Err(VaultError::Unexpected(format!(
                 "login at {where_} returned no token"
@@ -366,10 +374,11 @@ impl Vault {
         }
         let request = builder;
 
-        let response = request
-            .send()
-            .await
-            .map_err(|err| transport_error(&err, what))?;
+        let started = Instant::now();
+        let sent = request.send().await;
+        let status = sent.as_ref().ok().map(|r| r.status().as_u16());
+        metrics().vault_request(Operation::Read, status, started.elapsed());
+        let response = sent.map_err(|err| transport_error(&err, what))?;
         let status = response.status();
         let body = read_body(response, what).await?;
         if status.is_success() {

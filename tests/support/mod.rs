@@ -7,7 +7,10 @@
 //! - `postgres`: a private PostgreSQL for the database engine's leased credentials.
 //! - `provider`: our provider binary as a process, the driver's real provider client
 //!   (v1.5 and v1.6 builds from `tests/driver-client/`), and tmpfs volumes.
+//! - `secrets`: every secret the tests create (secret IDs, tokens, values), so that each
+//!   provider's log is checked for leaks when the provider is dropped.
 pub mod deployment;
 pub mod openbao;
 pub mod postgres;
 pub mod provider;
+pub mod secrets;

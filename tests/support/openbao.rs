@@ -63,9 +63,11 @@ const RUN_VIA_MAKE: &str = "run the tests via `make test` (or `scripts/with-open
 impl OpenBao {
     /// A handle on any server (e.g. one a test started itself).
     pub fn new(addr: impl Into<String>, root_token: impl Into<String>) -> OpenBao {
+        let root_token = root_token.into();
+        super::secrets::register(&root_token);
         OpenBao {
             addr: addr.into().trim_end_matches('/').to_string(),
-            root_token: root_token.into(),
+            root_token,
             client: http_client(),
         }
     }
@@ -296,6 +298,7 @@ impl OpenBao {
             mount.trim_matches('/'),
             path.trim_matches('/')
         );
+        super::secrets::register_values(&data);
         let body = json!({ "data": data });
         // A freshly mounted KV v2 can briefly answer "upgrading" / no handler while it
         // sets itself up; retry those for a few seconds.
@@ -400,10 +403,12 @@ impl OpenBao {
                 None,
             )
             .await;
-        resp["data"]["secret_id"]
+        let secret_id = resp["data"]["secret_id"]
             .as_str()
             .unwrap_or_else(|| panic!("no secret_id in response to secret-id generation"))
-            .to_string()
+            .to_string();
+        super::secrets::register(&secret_id);
+        secret_id
     }
 
     /// AppRole login (`auth/<mount>/login` in `namespace`); returns the client token.
@@ -431,10 +436,12 @@ impl OpenBao {
                 "AppRole login (namespace {namespace:?}, mount {mount:?}): HTTP {status}: {resp}"
             );
         }
-        resp["auth"]["client_token"]
+        let token = resp["auth"]["client_token"]
             .as_str()
             .unwrap_or_else(|| panic!("no auth.client_token in login response"))
-            .to_string()
+            .to_string();
+        super::secrets::register(&token);
+        token
     }
 
     async fn is_ready(&self) -> Result<(), String> {

@@ -10,6 +10,9 @@
 //!   files into the target directory.
 //! * [`Volume`] is that target directory: a tmpfs when we may mount one (root),
 //!   otherwise a plain temporary directory.
+//!
+//! Every provider's whole log is checked for secrets when it is dropped
+//! ([`super::secrets`]), so every test asserts that no secret is ever logged.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -25,6 +28,7 @@ pub struct Provider {
     child: Option<Child>,
     dir: tempfile::TempDir,
     log_path: PathBuf,
+    health_addr: Option<String>,
 }
 
 impl Provider {
@@ -48,14 +52,9 @@ impl Provider {
             .arg("serve")
             .arg("--endpoint")
             .arg(&socket)
-            .args([
-                "--health-addr",
-                "127.0.0.1:0",
-                "--log-level",
-                "trace",
-                "--vault-addr",
-                vault_addr,
-            ])
+            .args(["--health-addr", "127.0.0.1:0", "--vault-addr", vault_addr])
+            // Trace unless the test chooses: the log must be clean at every level.
+            .env("VSP_LOG_LEVEL", "trace")
             .args(extra)
             .env_remove("VAULT_ADDR")
             .env_remove("VAULT_NAMESPACE")
@@ -68,6 +67,7 @@ impl Provider {
             child: Some(child),
             dir,
             log_path,
+            health_addr: None,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !provider.socket().exists() {
@@ -88,7 +88,46 @@ impl Provider {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+        // Logged before the socket is created (`--health-addr 127.0.0.1:0` picks the port).
+        provider.health_addr = health_addr_in(&provider.log());
         provider
+    }
+
+    /// The address of the HTTP endpoint (`/healthz`, `/readyz`, `/metrics`).
+    pub fn health_addr(&self) -> &str {
+        self.health_addr
+            .as_deref()
+            .unwrap_or_else(|| panic!("the provider logged no health_addr:\n{}", self.log()))
+    }
+
+    /// GETs `path` from the HTTP endpoint: (status, content type, body).
+    pub async fn get(&self, path: &str) -> (u16, String, String) {
+        self.get_with(path, &[]).await
+    }
+
+    /// Like [`get`](Self::get), with extra request headers.
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("reqwest client");
+        let mut request = client.get(format!("http://{}{path}", self.health_addr()));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (status, content_type, response.text().await.expect("body"))
     }
 
     /// The providers directory the driver searches (`<dir>/vault.sock` inside).
@@ -133,7 +172,23 @@ impl Drop for Provider {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // A second panic while unwinding would abort and hide the first failure.
+        if !std::thread::panicking() {
+            super::secrets::assert_clean("the provider log", &self.log(), &[]);
+        }
     }
+}
+
+/// The `health_addr` field of the start-up line, in text (`health_addr=IP:PORT`)
+/// or JSON (`"health_addr":"IP:PORT"`) logs.
+fn health_addr_in(log: &str) -> Option<String> {
+    let at = log.find("health_addr")? + "health_addr".len();
+    let rest = log[at..].trim_start_matches(['=', '"', ':']);
+    let addr: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))
+        .collect();
+    (!addr.is_empty()).then_some(addr)
 }
 
 fn signal(child: &Child, name: &str) {
@@ -443,25 +498,10 @@ impl Drop for Volume {
     }
 }
 
-/// Asserts that no secret in `secrets` (and nothing shaped like a Vault
-/// token) appears in `log`.
+/// Asserts that no secret in `secrets`, none registered by the test helpers, and
+/// nothing shaped like a Vault token appears in `log`. (Dropping a [`Provider`]
+/// checks its log the same way; this is for checking at a given point, or with
+/// extra values such as short ones.)
 pub fn assert_log_clean(log: &str, secrets: &[&str]) {
-    for secret in secrets {
-        assert!(!secret.is_empty());
-        assert!(
-            !log.contains(secret),
-            "the provider log contains a secret ({} chars)",
-            secret.len()
-        );
-    }
-    for (i, _) in log.match_indices("s.") {
-        let tail: String = log[i + 2..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric())
-            .collect();
-        assert!(
-            tail.len() < 20,
-            "the provider log contains something shaped like a Vault token"
-        );
-    }
+    super::secrets::assert_clean("the provider log", log, secrets);
 }
