@@ -82,6 +82,12 @@ pub struct ServeArgs {
     #[arg(long, env = "VSP_TOKEN_CACHE_SIZE", default_value_t = 10_000)]
     pub token_cache_size: usize,
 
+    /// Largest Mount response, in bytes. Keep it at or below the driver's
+    /// `--max-call-recv-msg-size` (4 MiB by default): a bigger response is
+    /// refused here with a clear error instead of failing inside the driver.
+    #[arg(long, env = "VSP_MAX_RESPONSE_SIZE", default_value_t = 4 << 20)]
+    pub max_response_size: usize,
+
     /// Most pod certificates and leased secrets kept between Mounts.
     #[arg(long, env = "VSP_LEASE_CACHE_SIZE", default_value_t = 10_000)]
     pub lease_cache_size: usize,

@@ -33,6 +33,18 @@ pub enum MountError {
     /// An object's data could not become a file.
     #[error(transparent)]
     Render(#[from] RenderError),
+    /// The files are too big for the driver to receive.
+    #[error(
+        "the Mount's response is {bytes} bytes, above the limit of {limit} bytes: split the \
+         SecretProviderClass, or raise the driver's --max-call-recv-msg-size and this provider's \
+         --max-response-size together"
+    )]
+    TooLarge {
+        /// Encoded response size.
+        bytes: usize,
+        /// The configured limit.
+        limit: usize,
+    },
     /// The Mount did not finish within its deadline.
     #[error("timed out after {0:?} waiting for Vault")]
     Timeout(Duration),
@@ -77,6 +89,7 @@ impl MountError {
             ) => Code::InvalidArgument,
             Self::Render(_) => Code::NotFound,
             Self::Timeout(_) => Code::Unavailable,
+            Self::TooLarge { .. } => Code::ResourceExhausted,
         }
     }
 
@@ -88,6 +101,7 @@ impl MountError {
             Code::PermissionDenied => "permission_denied",
             Code::NotFound => "not_found",
             Code::Unavailable => "unavailable",
+            Code::ResourceExhausted => "resource_exhausted",
             _ => "internal",
         }
     }

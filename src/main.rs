@@ -94,6 +94,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         socket_mode: args.endpoint_permissions,
         mount_timeout: args.mount_timeout,
         drain_timeout: args.mount_timeout + std::time::Duration::from_secs(5),
+        max_response_bytes: args.max_response_size,
     };
     server::serve(
         listener,

@@ -701,3 +701,100 @@ async fn sigterm_drains_in_flight_mounts() {
     assert!(status.success(), "provider exit status {status}");
     assert!(!socket.exists());
 }
+
+#[tokio::test]
+async fn renderings_with_real_data() {
+    let d = Deployment::new("renderings").await;
+    d.put(
+        "app",
+        json!({"username": "svc-render", "password": "pw-render-123", "config": {"hosts": ["db-1", "db-2"], "port": 5432}}),
+    )
+    .await;
+    let provider = provider();
+    let objects = r#"
+- objectName: all
+  secretPath: secret/data/app
+  render: keys
+- objectName: host
+  secretPath: secret/data/app
+  secretKeyPath: config.hosts.1
+- objectName: data.json
+  secretPath: secret/data/app
+  render: data
+- objectName: app.env
+  template: |
+    DB_USER={{ objects.all.username }}
+    DB_PASSWORD={{ objects.all.password }}
+    DB_HOST={{ objects.host }}:{{ objects["data.json"] | length > 0 }}
+  filePermission: 0600
+"#;
+    for (client, volume, versions) in mount_all(&provider, &d.attributes(objects), &d.secrets()) {
+        let files = volume.files();
+        let names: Vec<&str> = files.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "all/config",
+                "all/password",
+                "all/username",
+                "app.env",
+                "data.json",
+                "host"
+            ],
+            "driver {}",
+            client.version
+        );
+        assert_eq!(volume.read("all/username"), "svc-render");
+        assert_eq!(
+            volume.read("all/config"),
+            r#"{"hosts":["db-1","db-2"],"port":5432}"#
+        );
+        assert_eq!(volume.read("host"), "db-2");
+        assert_eq!(
+            volume.read("app.env"),
+            "DB_USER=svc-render\nDB_PASSWORD=pw-render-123\nDB_HOST=db-2:True\n"
+        );
+        assert_eq!(volume.mode("app.env"), 0o600);
+        assert_eq!(
+            versions.keys().collect::<Vec<_>>(),
+            ["all", "app.env", "data.json", "host"]
+        );
+    }
+
+    let broken = "- objectName: x\n  secretPath: secret/data/app\n  secretKey: username\n\
+                  - objectName: t\n  template: '{{ objects.missing }}'\n";
+    expect_failure(
+        &provider,
+        &d.attributes(broken),
+        &d.secrets(),
+        "InvalidArgument",
+        "undefined",
+    );
+}
+
+#[tokio::test]
+async fn oversized_responses_are_refused_with_a_clear_error() {
+    let d = Deployment::new("oversized").await;
+    let big = "x".repeat(1_500_000);
+    d.put("app", json!({"big": big})).await;
+    let provider = provider();
+    let one = "- objectName: a\n  secretPath: secret/data/app\n  secretKey: big\n";
+    for (_, volume, _) in mount_all(&provider, &d.attributes(one), &d.secrets()) {
+        assert_eq!(volume.read("a").len(), 1_500_000);
+    }
+    assert!(
+        provider.log().contains("above 1 MiB"),
+        "a response above 1 MiB is worth a warning"
+    );
+
+    let three = "- objectName: a\n  secretPath: secret/data/app\n  secretKey: big\n\
+                 - objectName: b\n  secretPath: secret/data/app\n  secretKey: big\n\
+                 - objectName: c\n  secretPath: secret/data/app\n  secretKey: big\n";
+    expect_failure(
+        &provider,
+        &d.attributes(three),
+        &d.secrets(),
+        "ResourceExhausted",
+        "above the limit",
+    );
+}

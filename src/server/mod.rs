@@ -47,7 +47,14 @@ pub struct ServerConfig {
     pub mount_timeout: Duration,
     /// How long shutdown waits for in-flight Mounts.
     pub drain_timeout: Duration,
+    /// Largest Mount response sent; the driver refuses bigger ones (its
+    /// `--max-call-recv-msg-size`, 4 MiB by default).
+    pub max_response_bytes: usize,
 }
+
+/// Above this, the driver's sync to a Kubernetes Secret fails (a Secret
+/// holds at most 1 MiB), so the Mount logs a warning.
+const SECRET_SYNC_LIMIT: usize = 1 << 20;
 
 /// Set while the socket accepts connections; read by the health endpoint.
 #[derive(Clone, Debug, Default)]
@@ -113,6 +120,7 @@ pub async fn serve(
     let service = ProviderService {
         provider,
         mount_timeout: config.mount_timeout,
+        max_response_bytes: config.max_response_bytes,
     };
     let incoming = UnixListenerStream::new(listener).map_ok(AuthorityRepair::new);
 
@@ -161,6 +169,7 @@ fn remove_socket(path: &Path, inode: Option<u64>) {
 struct ProviderService {
     provider: Arc<Provider>,
     mount_timeout: Duration,
+    max_response_bytes: usize,
 }
 
 #[tonic::async_trait]
@@ -186,11 +195,32 @@ impl CsiDriverProvider for ProviderService {
         let observer = MountObserver::start(&request.attributes);
         let mount = tokio::time::timeout(deadline, self.provider.mount(&request));
         let result = match mount.instrument(observer.span().clone()).await {
-            Ok(result) => result,
+            Ok(result) => result.and_then(|response| self.check_size(response)),
             Err(_) => Err(MountError::Timeout(deadline)),
         };
         observer.finish(&result);
         result.map(Response::new).map_err(Status::from)
+    }
+}
+
+impl ProviderService {
+    /// Refuses a response the driver would reject for its size, instead of
+    /// letting the driver fail with a transport error.
+    fn check_size(&self, response: MountResponse) -> Result<MountResponse, MountError> {
+        let bytes = prost::Message::encoded_len(&response);
+        if bytes > self.max_response_bytes {
+            return Err(MountError::TooLarge {
+                bytes,
+                limit: self.max_response_bytes,
+            });
+        }
+        if bytes > SECRET_SYNC_LIMIT {
+            tracing::warn!(
+                bytes,
+                "Mount response is above 1 MiB: syncing it to a Kubernetes Secret will fail"
+            );
+        }
+        Ok(response)
     }
 }
 
