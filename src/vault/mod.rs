@@ -12,6 +12,7 @@
 pub mod flight;
 mod health;
 pub mod leases;
+pub mod retry;
 pub mod tokens;
 
 use std::collections::HashMap;
@@ -23,9 +24,11 @@ use sha2::{Digest, Sha256};
 use vaultrs::api::{AuthInfo, EndpointMiddleware};
 use vaultrs::client::VaultClientSettings;
 use vaultrs::error::ClientError;
+use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::request::{AuthMethod, AuthPlan, Method, Namespace, Source, TlsSettings, VaultTarget};
 use crate::telemetry::metrics::{self, Operation, metrics};
+use retry::{Retry, RetryPolicy};
 pub use tokens::{Identity, Origin, Refresh, Token, TokenCache};
 
 /// Largest Vault response we accept. The driver's gRPC limit is 4 MiB for a
@@ -76,6 +79,8 @@ pub struct Vault {
     pools: Mutex<HashMap<PoolKey, Endpoint>>,
     tokens: TokenCache,
     config: VaultConfig,
+    /// Retries of transient failures (see [`retry`]).
+    retry: RetryPolicy,
     /// vaultrs requires settings on its client trait; nothing reads them in
     /// the calls we make, so one inert copy serves every scope.
     inert_settings: VaultClientSettings,
@@ -100,7 +105,14 @@ impl Vault {
                 proxy: None,
             },
             config,
+            retry: RetryPolicy::default(),
         }
+    }
+
+    /// Replaces the default retry policy (3 attempts, 100 ms → 1 s backoff).
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
     }
 
     /// The token cache (for metrics and tests).
@@ -216,33 +228,59 @@ impl Vault {
             }
         };
         let scope = self.scope(target, namespace, None).await?;
-        let started = Instant::now();
-        let result = match auth {
-            AuthPlan::AppRole {
-                role_id, secret_id, ..
-            } => {
-                vaultrs::auth::approle::login(&scope, mount, role_id, secret_id.expose_secret())
-                    .await
-            }
-            AuthPlan::ServiceAccount {
-                method: AuthMethod::Jwt,
-                role,
-                jwt,
-                ..
-            } => {
-                vaultrs::auth::oidc::login(&scope, mount, jwt.expose_secret(), Some(role.clone()))
-                    .await
-            }
-            AuthPlan::ServiceAccount { role, jwt, .. } => {
-                vaultrs::auth::kubernetes::login(&scope, mount, role, jwt.expose_secret()).await
-            }
-        };
         let where_ = format!(
             "auth/{mount} in namespace {}",
             namespace.map_or("(root)", Namespace::as_str)
         );
-        let status = metrics::login_status(&result);
-        let result = result.map_err(|err| login_error(err, &where_));
+        let mut failed = 0;
+        let (result, status, started) = loop {
+            let started = Instant::now();
+            let result = match auth {
+                AuthPlan::AppRole {
+                    role_id, secret_id, ..
+                } => {
+                    vaultrs::auth::approle::login(
+                        &scope,
+                        mount,
+                        role_id,
+                        secret_id.expose_secret(),
+                    )
+                    .await
+                }
+                AuthPlan::ServiceAccount {
+                    method: AuthMethod::Jwt,
+                    role,
+                    jwt,
+                    ..
+                } => {
+                    vaultrs::auth::oidc::login(
+                        &scope,
+                        mount,
+                        jwt.expose_secret(),
+                        Some(role.clone()),
+                    )
+                    .await
+                }
+                AuthPlan::ServiceAccount { role, jwt, .. } => {
+                    vaultrs::auth::kubernetes::login(&scope, mount, role, jwt.expose_secret())
+                        .await
+                }
+            };
+            let status = metrics::login_status(&result);
+            let Err(err) = &result else {
+                break (result, status, started);
+            };
+            failed += 1;
+            // A login is a write (it makes a token, and may spend a secret-ID
+            // use), so it is repeated only when Vault surely did nothing.
+            if !self.retry.again(failed, login_retry(err), false) {
+                break (result, status, started);
+            }
+            metrics().vault_request(Operation::Login, status, started.elapsed());
+            tracing::debug!(attempt = failed, status, "login failed transiently; retrying");
+            tokio::time::sleep(self.retry.backoff(failed)).await;
+        };
+        let result = result.map_err(|err| with_attempts(login_error(err, &where_), failed));
         metrics().login(auth, status, result.as_ref().err(), started.elapsed());
         let info: AuthInfo = result?;
         if info.client_token.is_empty() {
@@ -372,25 +410,23 @@ impl Vault {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body);
         }
-        let request = builder;
-
-        let started = Instant::now();
-        let sent = request.send().await;
-        let status = sent.as_ref().ok().map(|r| r.status().as_u16());
-        metrics().vault_request(Operation::Read, status, started.elapsed());
-        let response = sent.map_err(|err| transport_error(&err, what))?;
-        let status = response.status();
-        let body = read_body(response, what).await?;
-        if status.is_success() {
-            if body.is_empty() {
-                return Err(VaultError::NotFound(format!(
-                    "{what}: Vault returned no data"
-                )));
+        let idempotent = matches!(request.method, Method::Get | Method::List);
+        let mut failed = 0;
+        loop {
+            let attempt = builder
+                .try_clone()
+                .expect("request bodies are strings, which can be cloned");
+            let (err, retry) = match send(attempt, what).await {
+                Ok(value) => return Ok(value),
+                Err(failure) => failure,
+            };
+            failed += 1;
+            if !self.retry.again(failed, retry, idempotent) {
+                return Err(with_attempts(err, failed));
             }
-            return serde_json::from_slice(&body)
-                .map_err(|_| VaultError::Unexpected(format!("{what}: response is not JSON")));
+            tracing::debug!(attempt = failed, error = %err, "transient Vault failure; retrying");
+            tokio::time::sleep(self.retry.backoff(failed)).await;
         }
-        Err(status_error(status.as_u16(), &body, what))
     }
 
     /// The connection pool and base URL for a target, built on first use.
@@ -450,6 +486,101 @@ impl Vault {
     }
 }
 
+/// One attempt of a Vault request: its JSON response, or why it failed and
+/// whether it may be repeated.
+async fn send(
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<serde_json::Value, (VaultError, Retry)> {
+    let started = Instant::now();
+    let sent = request.send().await;
+    let status = sent.as_ref().ok().map(|r| r.status().as_u16());
+    metrics().vault_request(Operation::Read, status, started.elapsed());
+    let response = match sent {
+        Ok(response) => response,
+        Err(err) => {
+            let mapped = transport_error(&err, what);
+            let retry = match &mapped {
+                VaultError::Unavailable(_) if err.is_connect() => Retry::Always,
+                VaultError::Unavailable(_) => Retry::IfIdempotent,
+                _ => Retry::Never,
+            };
+            return Err((mapped, retry));
+        }
+    };
+    let status = response.status();
+    // A body cut short (reset, timeout) is as transient as a failed send.
+    // The raw body holds the secret in clear: wiped once parsed.
+    let body = read_body(response, what).await.map(Zeroizing::new).map_err(|err| {
+        let retry = match err {
+            VaultError::Unavailable(_) => Retry::IfIdempotent,
+            _ => Retry::Never,
+        };
+        (err, retry)
+    })?;
+    if status.is_success() {
+        if body.is_empty() {
+            return Err((
+                VaultError::NotFound(format!("{what}: Vault returned no data")),
+                Retry::Never,
+            ));
+        }
+        return serde_json::from_slice(&body).map_err(|_| {
+            (
+                VaultError::Unexpected(format!("{what}: response is not JSON")),
+                Retry::Never,
+            )
+        });
+    }
+    Err((
+        status_error(status.as_u16(), &body, what),
+        retry::for_status(status.as_u16()),
+    ))
+}
+
+/// Whether a failed login may be repeated.
+fn login_retry(err: &ClientError) -> Retry {
+    use rustify::errors::ClientError as Rest;
+    match err {
+        ClientError::APIError { code, .. }
+        | ClientError::RestClientError {
+            source: Rest::ServerResponseError { code, .. },
+        } => retry::for_login_status(*code),
+        ClientError::RestClientError {
+            source: Rest::RequestError { source, .. },
+        } => match source.downcast_ref::<reqwest::Error>() {
+            // Refused or unreachable: the login was never sent. (A TLS
+            // failure is also a connect error, but retrying cannot fix it.)
+            Some(e) if e.is_connect() && !is_certificate_error(e) => Retry::Always,
+            _ => Retry::Never,
+        },
+        _ => Retry::Never,
+    }
+}
+
+fn is_certificate_error(err: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if text.contains("certificate") || text.contains("Certificate") {
+            return true;
+        }
+        source = inner.source();
+    }
+    false
+}
+
+/// Says how many attempts an unavailable Vault was given, so a pod owner
+/// sees that the provider did retry (and did not hammer).
+fn with_attempts(err: VaultError, attempts: u32) -> VaultError {
+    match err {
+        VaultError::Unavailable(message) if attempts > 1 => {
+            VaultError::Unavailable(format!("{message} (gave up after {attempts} attempts)"))
+        }
+        other => other,
+    }
+}
+
 /// One HTTP request to Vault.
 struct Call<'a> {
     namespace: Option<&'a Namespace>,
@@ -481,6 +612,13 @@ struct Scoped<'a> {
     http: rustify::clients::reqwest::Client,
     middle: EndpointMiddleware,
     settings: &'a VaultClientSettings,
+}
+
+impl Drop for Scoped<'_> {
+    fn drop(&mut self) {
+        // vaultrs wants the token as a plain String; wipe that copy.
+        self.middle.token.zeroize();
+    }
 }
 
 impl vaultrs::client::Client for Scoped<'_> {
@@ -623,7 +761,9 @@ async fn read_body(mut response: reqwest::Response, what: &str) -> Result<Vec<u8
             "{what}: response larger than {MAX_RESPONSE_BYTES} bytes"
         )));
     }
-    let mut body = Vec::new();
+    // Sized up front when Vault says how big: growing would leave copies of
+    // the secret behind in freed memory that [`Zeroizing`] cannot reach.
+    let mut body = Vec::with_capacity(response.content_length().unwrap_or(0) as usize);
     while let Some(chunk) = response
         .chunk()
         .await
