@@ -239,13 +239,8 @@ impl Vault {
                 AuthPlan::AppRole {
                     role_id, secret_id, ..
                 } => {
-                    vaultrs::auth::approle::login(
-                        &scope,
-                        mount,
-                        role_id,
-                        secret_id.expose_secret(),
-                    )
-                    .await
+                    vaultrs::auth::approle::login(&scope, mount, role_id, secret_id.expose_secret())
+                        .await
                 }
                 AuthPlan::ServiceAccount {
                     method: AuthMethod::Jwt,
@@ -262,8 +257,7 @@ impl Vault {
                     .await
                 }
                 AuthPlan::ServiceAccount { role, jwt, .. } => {
-                    vaultrs::auth::kubernetes::login(&scope, mount, role, jwt.expose_secret())
-                        .await
+                    vaultrs::auth::kubernetes::login(&scope, mount, role, jwt.expose_secret()).await
                 }
             };
             let status = metrics::login_status(&result);
@@ -277,7 +271,11 @@ impl Vault {
                 break (result, status, started);
             }
             metrics().vault_request(Operation::Login, status, started.elapsed());
-            tracing::debug!(attempt = failed, status, "login failed transiently; retrying");
+            tracing::debug!(
+                attempt = failed,
+                status,
+                "login failed transiently; retrying"
+            );
             tokio::time::sleep(self.retry.backoff(failed)).await;
         };
         let result = result.map_err(|err| with_attempts(login_error(err, &where_), failed));
@@ -511,13 +509,16 @@ async fn send(
     let status = response.status();
     // A body cut short (reset, timeout) is as transient as a failed send.
     // The raw body holds the secret in clear: wiped once parsed.
-    let body = read_body(response, what).await.map(Zeroizing::new).map_err(|err| {
-        let retry = match err {
-            VaultError::Unavailable(_) => Retry::IfIdempotent,
-            _ => Retry::Never,
-        };
-        (err, retry)
-    })?;
+    let body = read_body(response, what)
+        .await
+        .map(Zeroizing::new)
+        .map_err(|err| {
+            let retry = match err {
+                VaultError::Unavailable(_) => Retry::IfIdempotent,
+                _ => Retry::Never,
+            };
+            (err, retry)
+        })?;
     if status.is_success() {
         if body.is_empty() {
             return Err((

@@ -57,9 +57,7 @@ impl RetryPolicy {
     /// `min(cap, base * 2^(failed-1))`.
     pub fn ceiling(&self, failed: u32) -> Duration {
         let doublings = failed.saturating_sub(1).min(31);
-        self.base
-            .saturating_mul(1u32 << doublings)
-            .min(self.cap)
+        self.base.saturating_mul(1u32 << doublings).min(self.cap)
     }
 
     /// The wait after `failed` failed attempts: uniform in `[0, ceiling]`
@@ -152,7 +150,10 @@ mod tests {
             // Full jitter: spread over the whole range, not clustered at the top.
             let low = waits.iter().filter(|w| **w < ceiling / 4).count();
             let high = waits.iter().filter(|w| **w > ceiling * 3 / 4).count();
-            assert!(low > 200 && high > 200, "failed={failed}: {low} low, {high} high");
+            assert!(
+                low > 200 && high > 200,
+                "failed={failed}: {low} low, {high} high"
+            );
             let distinct: std::collections::HashSet<_> = waits.iter().collect();
             assert!(distinct.len() > 1000, "waits are not random");
         }

@@ -4,12 +4,16 @@
 //!   starts, or private ones a test owns) and root-token admin calls to set it up.
 //! - `deployment`: a namespace `admin/deployments/<unique>` with KV v2, an AppRole and
 //!   its policy, as in the seed workflow.
+//! - `durable`: a disk-backed OpenBao a test may kill, restart, seal and unseal.
+//! - `faults`: an HTTP fault proxy in front of OpenBao (statuses, resets, delays).
 //! - `postgres`: a private PostgreSQL for the database engine's leased credentials.
 //! - `provider`: our provider binary as a process, the driver's real provider client
 //!   (v1.5 and v1.6 builds from `tests/driver-client/`), and tmpfs volumes.
 //! - `secrets`: every secret the tests create (secret IDs, tokens, values), so that each
 //!   provider's log is checked for leaks when the provider is dropped.
 pub mod deployment;
+pub mod durable;
+pub mod faults;
 pub mod openbao;
 pub mod postgres;
 pub mod provider;
