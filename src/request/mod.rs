@@ -39,14 +39,45 @@ pub struct RequestError {
 }
 
 impl RequestError {
-    /// A refusal naming `parameter`.
+    /// A refusal naming `parameter`. Both parts are cut to a few hundred
+    /// bytes: they may quote what the caller sent, which can be huge, and
+    /// they end up in the pod's events and in our log.
     pub fn invalid(parameter: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            parameter: parameter.into(),
-            message: message.into(),
+            parameter: shorten(parameter.into(), MAX_PARAMETER_NAME),
+            message: shorten(message.into(), MAX_ERROR_MESSAGE),
         }
     }
 }
+
+/// Longest parameter name quoted in an error, in bytes.
+const MAX_PARAMETER_NAME: usize = 128;
+/// Longest error message, in bytes.
+const MAX_ERROR_MESSAGE: usize = 1024;
+
+/// `text` cut at a character boundary to at most `max` bytes, marked with `…`.
+fn shorten(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
+/// `raw` quoted for an error message, cut to its first 64 bytes.
+pub(crate) fn quote(raw: &str) -> String {
+    format!("{:?}", shorten(raw.to_owned(), 64))
+}
+
+/// Longest `objects` value (and service-account token set) accepted, in
+/// bytes. A whole SecretProviderClass is at most about 1.5 MiB in etcd.
+const MAX_LARGE_PARAMETER: usize = 1 << 20;
+/// Longest value of any other parameter, and of the secret keys we read.
+const MAX_PARAMETER: usize = 64 << 10;
 
 /// A Vault namespace path such as `admin/deployments/prod-34`, normalised
 /// without leading or trailing slashes. The root namespace is `None`.
@@ -218,6 +249,7 @@ pub fn parse(request: &MountRequest, defaults: &Defaults) -> Result<MountPlan, R
         .map_err(|why| RequestError::invalid("attributes", why))?;
     let secrets: HashMap<String, String> =
         parse_string_map(&request.secrets).map_err(|why| RequestError::invalid("secrets", why))?;
+    check_sizes(&attributes, &secrets)?;
     let params = Params(&attributes);
 
     let pod = PodInfo {
@@ -266,6 +298,38 @@ pub fn parse(request: &MountRequest, defaults: &Defaults) -> Result<MountPlan, R
         default_mode: parse_permission(&request.permission)?,
         target_path: PathBuf::from(&request.target_path),
     })
+}
+
+/// Refuses values far larger than any real configuration, before anything
+/// parses them or sends them to Vault.
+fn check_sizes(
+    attributes: &HashMap<String, String>,
+    secrets: &HashMap<String, String>,
+) -> Result<(), RequestError> {
+    for (key, value) in attributes {
+        let limit = match key.as_str() {
+            "objects" | "csi.storage.k8s.io/serviceAccount.tokens" => MAX_LARGE_PARAMETER,
+            _ => MAX_PARAMETER,
+        };
+        if value.len() > limit {
+            return Err(RequestError::invalid(
+                key.as_str(),
+                format!(
+                    "is {} bytes long; at most {limit} are accepted",
+                    value.len()
+                ),
+            ));
+        }
+    }
+    for key in ["secretId", "id", "roleId"] {
+        if secrets.get(key).is_some_and(|v| v.len() > MAX_PARAMETER) {
+            return Err(RequestError::invalid(
+                format!("secret key {key}"),
+                format!("is longer than {MAX_PARAMETER} bytes"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// SecretProviderClass parameters; empty values count as unset, as in
@@ -717,6 +781,45 @@ mod tests {
         req.attributes = serde_json::json!({"roleId": "r", "objects": OBJECTS}).to_string();
         req.secrets = "[1]".into();
         assert_eq!(parse(&req, &defaults()).unwrap_err().parameter, "secrets");
+    }
+
+    #[test]
+    fn huge_values_are_refused_and_never_echoed_whole() {
+        let huge = "x".repeat(MAX_PARAMETER + 1);
+        let err = parse(
+            &request(
+                serde_json::json!({"roleId": huge, "objects": OBJECTS}),
+                r#"{"secretId":"s"}"#,
+            ),
+            &defaults(),
+        )
+        .unwrap_err();
+        assert_eq!(err.parameter, "roleId");
+        let objects = format!("- objectName: {}\n  secretPath: a\n", "é".repeat(3000));
+        let err = parse(
+            &request(
+                serde_json::json!({"roleId": "r", "objects": objects}),
+                r#"{"secretId":"s"}"#,
+            ),
+            &defaults(),
+        )
+        .unwrap_err();
+        assert!(err.message.contains("objectName"), "{err}");
+        assert!(err.message.len() <= MAX_ERROR_MESSAGE + '…'.len_utf8());
+        let secrets = serde_json::json!({"secretId": huge}).to_string();
+        let err = parse(
+            &request(
+                serde_json::json!({"roleId": "r", "objects": OBJECTS}),
+                &secrets,
+            ),
+            &defaults(),
+        )
+        .unwrap_err();
+        assert_eq!(err.parameter, "secret key secretId");
+        assert!(
+            !err.to_string().contains("xxxxxxxx"),
+            "the value is not echoed"
+        );
     }
 
     #[test]

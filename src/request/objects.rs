@@ -271,7 +271,10 @@ fn parse_object(
     let name_raw = string_field(&mut fields, "objectName", &position)?
         .ok_or_else(|| RequestError::invalid(&position, "objectName is required"))?;
     let name = FilePath::parse(&name_raw).map_err(|why| {
-        RequestError::invalid(&position, format!("objectName {name_raw:?} {why}"))
+        RequestError::invalid(
+            &position,
+            format!("objectName {} {why}", super::quote(&name_raw)),
+        )
     })?;
     // From here on, messages name the object rather than its index.
     let position = format!("object {name_raw:?}");
