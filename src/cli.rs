@@ -62,6 +62,18 @@ pub struct ServeArgs {
     #[arg(long, env = "VSP_ENDPOINT_PERMISSIONS", default_value = "0600", value_parser = parse_octal_mode)]
     pub endpoint_permissions: u32,
 
+    /// Only callers with this uid (repeatable, or comma-separated) may call,
+    /// checked from the socket's peer credentials; the provider's own uid
+    /// always may. Default: anyone the socket's mode lets in (0600: root and
+    /// our own user).
+    #[arg(
+        long = "allowed-peer-uid",
+        env = "VSP_ALLOWED_PEER_UID",
+        value_name = "UID",
+        value_delimiter = ','
+    )]
+    pub allowed_peer_uids: Vec<u32>,
+
     /// Address of the HTTP endpoint for probes and metrics: `/healthz`,
     /// `/readyz`, `/metrics`. Port 0 picks a free port (logged at start-up).
     #[arg(long, env = "VSP_HEALTH_ADDR", default_value = "0.0.0.0:8080")]

@@ -95,6 +95,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         mount_timeout: args.mount_timeout,
         drain_timeout: args.mount_timeout + std::time::Duration::from_secs(5),
         max_response_bytes: args.max_response_size,
+        allowed_peer_uids: args.allowed_peer_uids.clone(),
     };
     server::serve(
         listener,

@@ -8,6 +8,7 @@
 //! removes its socket.
 
 pub mod authority;
+pub mod peer;
 
 use std::fs;
 use std::future::Future;
@@ -50,6 +51,9 @@ pub struct ServerConfig {
     /// Largest Mount response sent; the driver refuses bigger ones (its
     /// `--max-call-recv-msg-size`, 4 MiB by default).
     pub max_response_bytes: usize,
+    /// Uids allowed to call besides our own (empty: everyone the socket's
+    /// mode lets in).
+    pub allowed_peer_uids: Vec<u32>,
 }
 
 /// Above this, the driver's sync to a Kubernetes Secret fails (a Secret
@@ -116,7 +120,10 @@ pub async fn serve(
     serving: Serving,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let socket_inode = fs::metadata(&config.endpoint).map(|m| m.ino()).ok();
+    let socket_meta = fs::metadata(&config.endpoint).ok();
+    let socket_inode = socket_meta.as_ref().map(|m| m.ino());
+    // The socket's owner is this process: always allowed to call itself.
+    let peers = peer::PeerPolicy::only(&config.allowed_peer_uids, socket_meta.map(|m| m.uid()));
     let service = ProviderService {
         provider,
         mount_timeout: config.mount_timeout,
@@ -127,7 +134,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(CsiDriverProviderServer::new(service))
+            .add_service(CsiDriverProviderServer::with_interceptor(service, peers))
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop_rx.await;
             }),

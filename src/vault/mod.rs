@@ -563,7 +563,10 @@ fn is_certificate_error(err: &reqwest::Error) -> bool {
     let mut source = std::error::Error::source(err);
     while let Some(inner) = source {
         let text = inner.to_string();
-        if text.contains("certificate") || text.contains("Certificate") {
+        if text.contains("certificate")
+            || text.contains("Certificate")
+            || text.contains("received fatal alert")
+        {
             return true;
         }
         source = inner.source();
@@ -803,6 +806,15 @@ fn transport_error(err: &reqwest::Error, what: &str) -> VaultError {
 /// cannot verify, which is a configuration problem (CA, server name) that
 /// retrying cannot fix.
 fn unavailable_or_tls(what: &str, kind: &str, cause: &str) -> VaultError {
+    // Vault's certificate is judged here; an alert from Vault means it did
+    // not like ours (missing, expired, or from a CA it does not trust).
+    if cause.contains("received fatal alert") {
+        return VaultError::Tls(format!(
+            "{what}: Vault refused the TLS handshake ({cause}); check the client certificate \
+             (vaultTLSClientCertPath and vaultTLSClientKeyPath, or --vault-tls-client-cert and \
+             --vault-tls-client-key) and that Vault trusts its CA"
+        ));
+    }
     if cause.contains("certificate") || cause.contains("Certificate") {
         return VaultError::Tls(format!(
             "{what}: Vault's TLS certificate was not accepted ({cause}); check vaultCACertPath, \

@@ -224,6 +224,10 @@ pub struct DriverClient {
     /// `v1.5` or `v1.6`.
     pub version: &'static str,
     bin: PathBuf,
+    /// Run as this uid (and gid) through `setpriv` (needs root).
+    uid: Option<u32>,
+    /// Deadline of each call (`--timeout`), 60 s unless set.
+    timeout: Option<&'static str>,
 }
 
 /// What `MountContent` returned.
@@ -272,12 +276,34 @@ pub fn driver_clients() -> Vec<DriverClient> {
                 "{} is missing: run `make tools`",
                 bin.display()
             );
-            DriverClient { version, bin }
+            DriverClient {
+                version,
+                bin,
+                uid: None,
+                timeout: None,
+            }
         })
         .collect()
 }
 
 impl DriverClient {
+    /// The same client, run as `uid` (gid too, no supplementary groups)
+    /// through `setpriv`: a caller that is not root. Needs root.
+    pub fn as_uid(&self, uid: u32) -> DriverClient {
+        DriverClient {
+            uid: Some(uid),
+            ..self.clone()
+        }
+    }
+
+    /// The same client with another deadline per call (e.g. `"5s"`).
+    pub fn with_timeout(&self, timeout: &'static str) -> DriverClient {
+        DriverClient {
+            timeout: Some(timeout),
+            ..self.clone()
+        }
+    }
+
     /// Calls `Mount` through the driver's client; files land in `target`.
     pub fn mount(
         &self,
@@ -357,11 +383,24 @@ impl DriverClient {
 
     fn run_in(&self, command: &str, providers_dir: &Path, input: &str, extra: &[&str]) -> String {
         use std::io::Write as _;
-        let mut child = Command::new(&self.bin)
+        let mut child = match self.uid {
+            None => Command::new(&self.bin),
+            Some(uid) => {
+                let mut setpriv = Command::new("setpriv");
+                setpriv
+                    .arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={uid}"))
+                    .arg("--clear-groups")
+                    .arg(&self.bin);
+                setpriv
+            }
+        };
+        let mut child = child
             .arg(command)
             .arg("--providers-dir")
             .arg(providers_dir)
-            .args(["--provider", "vault", "--timeout", "60s"])
+            .args(["--provider", "vault", "--timeout"])
+            .arg(self.timeout.unwrap_or("60s"))
             .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
