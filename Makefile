@@ -3,6 +3,9 @@
 #   make demo    run the provider against a dev OpenBao and mount a secret through the real driver client
 #   make test    unit + integration tests against real OpenBao and the real driver client (v1.5 and v1.6)
 #   make lint    rustfmt and clippy
+#   make soak    minutes of Mounts with rotation and OpenBao restarts (SOAK_SECS, default 300)
+#   make fuzz    cargo-fuzz (nightly) on each parser target for FUZZ_SECS seconds (default 60)
+#   make audit   cargo deny (licences, bans, sources) and cargo audit (RustSec advisories)
 #
 # Everything the tests need (OpenBao, the driver's Go client) is installed into .tools/
 # by this Makefile; nothing is installed system-wide.
@@ -16,7 +19,11 @@ export GOPATH := $(TOOLS)/go/path
 
 DRIVER_CLIENTS := $(TOOLS)/bin/driver-client-v1.5 $(TOOLS)/bin/driver-client-v1.6
 
-.PHONY: all build test lint demo tools openbao driver-clients postgres clean
+.PHONY: all build test lint demo tools openbao driver-clients postgres clean soak fuzz audit
+
+SOAK_SECS ?= 300
+FUZZ_SECS ?= 60
+FUZZ_TARGETS := request objects path render
 
 all: build
 
@@ -41,6 +48,25 @@ test: tools
 	VSP_TEST_DRIVER_CLIENT_DIR=$(TOOLS)/bin VSP_TEST_PG_BIN=$$(scripts/install-postgres.sh) \
 		scripts/with-openbao.sh $(CARGO) test --locked --all-targets
 
+# The soak test alone, longer than its 30 s run inside `make test`.
+soak: tools
+	$(CARGO) build --locked --all-targets
+	VSP_TEST_DRIVER_CLIENT_DIR=$(TOOLS)/bin VSP_SOAK_SECS=$(SOAK_SECS) \
+		scripts/with-openbao.sh $(CARGO) test --locked --test soak -- --nocapture
+
+# libFuzzer on each target (fuzz/), nightly. No sanitizer: our code forbids `unsafe`,
+# and panics, failed assertions, timeouts and memory blow-ups are what we look for.
+# Crashes land in fuzz/artifacts/<target>/; add them to tests/properties.rs.
+fuzz:
+	@bin=$$(scripts/install-cargo-tools.sh) && cd fuzz && for t in $(FUZZ_TARGETS); do \
+		PATH="$$bin:$$PATH" CARGO_BUILD_JOBS=2 $(CARGO) +nightly fuzz run -s none $$t -- \
+			-max_total_time=$(FUZZ_SECS) -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+			2>&1 | grep -E "^(stat::number_of_executed_units|Done|==|SUMMARY|thread)" ; \
+		test $${PIPESTATUS[0]} -eq 0 || exit 1; done
+
+audit:
+	scripts/audit.sh
+
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
@@ -51,4 +77,4 @@ demo: tools
 
 clean:
 	$(CARGO) clean
-	rm -rf $(TOOLS)
+	rm -rf $(TOOLS) fuzz/target
