@@ -130,7 +130,7 @@ fn objects_yaml() -> impl Strategy<Value = String> {
     prop::collection::vec(entry, 0..6).prop_map(|entries| {
         let mut yaml = String::new();
         for fields in entries {
-            yaml.push_str("-");
+            yaml.push('-');
             if fields.is_empty() {
                 yaml.push_str(" {}\n");
             }

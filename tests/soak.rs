@@ -151,7 +151,7 @@ async fn soak_with_rotation_and_vault_restarts() {
             continue;
         }
         // Rotation: a new value every other batch.
-        let rotated = batch_number % 2 == 0;
+        let rotated = batch_number.is_multiple_of(2);
         if rotated {
             value += 1;
             bao.kv2_put(
