@@ -528,3 +528,55 @@ async fn used_up_or_expired_secret_id_is_unauthenticated() {
     let (result, _) = mount(&client, &provider, &attributes, &secrets);
     result.expect_err("Unauthenticated", "invalid role or secret ID");
 }
+
+/// All or nothing: one source failing fails the whole Mount, with nothing
+/// written, and a volume that already holds files keeps them whole.
+#[tokio::test]
+async fn one_failing_source_fails_the_whole_mount() {
+    let d = Deployment::new("partial").await;
+    d.put("app", json!({"k": "partial-a1"})).await;
+    d.put("app2", json!({"k": "partial-b1"})).await;
+    let proxy = FaultProxy::start(&d.bao.addr);
+    let provider = Provider::start(&proxy.url(), &[]);
+    let attributes = d.attributes(
+        "- objectName: a\n  secretPath: secret/data/app\n  secretKey: k\n\
+         - objectName: b\n  secretPath: secret/data/app2\n  secretKey: k\n",
+    );
+    proxy.inject_on(
+        "secret/data/app2",
+        Fault::Status(500, "internal error"),
+        usize::MAX,
+    );
+    for client in driver_clients() {
+        let (result, _) = mount(&client, &provider, &attributes, &d.secrets());
+        result.expect_err("Unavailable", "object \"b\"");
+    }
+
+    // A rotation into a volume with files: the failed update leaves the old set.
+    proxy.clear();
+    let client = v16();
+    let volume = Volume::new();
+    client
+        .mount(&provider, &attributes, &d.secrets(), volume.path())
+        .expect_ok();
+    d.put("app", json!({"k": "partial-a2"})).await;
+    d.put("app2", json!({"k": "partial-b2"})).await;
+    proxy.inject_on("secret/data/app2", Fault::Reset, usize::MAX);
+    client
+        .mount(&provider, &attributes, &d.secrets(), volume.path())
+        .expect_err("Unavailable", "object \"b\"");
+    assert_eq!(
+        volume.read("a"),
+        "partial-a1",
+        "no file of the failed update"
+    );
+    assert_eq!(volume.read("b"), "partial-b1");
+    proxy.clear();
+    client
+        .mount(&provider, &attributes, &d.secrets(), volume.path())
+        .expect_ok();
+    assert_eq!(
+        (volume.read("a"), volume.read("b")),
+        ("partial-a2".into(), "partial-b2".into())
+    );
+}
