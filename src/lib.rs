@@ -5,11 +5,12 @@
 //! modules follow one Mount through the provider:
 //!
 //! - [`server`]: the Unix socket, the gRPC service (`Version`, `Mount`), the
-//!   HTTP/2 `:authority` repair older drivers need, and graceful shutdown.
+//!   HTTP/2 `:authority` repair older drivers need, the optional peer-uid
+//!   check, and graceful shutdown.
 //! - [`request`]: the driver's `attributes`, `secrets` and `permission` parsed
 //!   once into a typed [`request::MountPlan`]; everything after works on it.
-//! - [`vault`]: the Vault client (per-request namespace, typed errors), login
-//!   and the token cache.
+//! - [`vault`]: the Vault client (per-request namespace, typed errors, bounded
+//!   retries of transient failures), login and the token cache.
 //! - [`mount`]: runs a plan: one Vault call per distinct source, concurrently,
 //!   then renders files and versions, all or nothing.
 //! - [`render`]: Vault response → file bytes.
