@@ -61,7 +61,7 @@ fuzz:
 	@bin=$$(scripts/install-cargo-tools.sh) && cd fuzz && for t in $(FUZZ_TARGETS); do \
 		PATH="$$bin:$$PATH" CARGO_BUILD_JOBS=2 $(CARGO) +nightly fuzz run -s none $$t -- \
 			-max_total_time=$(FUZZ_SECS) -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
-			2>&1 | grep -E "^(stat::number_of_executed_units|Done|==|SUMMARY|thread)" ; \
+			2>&1 | grep -E "^(stat::number_of_executed_units|Done|==|SUMMARY|thread|artifact_prefix|Test unit written)" ; \
 		test $${PIPESTATUS[0]} -eq 0 || exit 1; done
 
 audit:
