@@ -12,6 +12,7 @@ use tonic::{Code, Status};
 use crate::render::RenderError;
 use crate::request::{MountPlan, RequestError, Source};
 use crate::vault::VaultError;
+use crate::write::WriteError;
 
 /// A failed Mount.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,9 @@ pub enum MountError {
     /// An object's data could not become a file.
     #[error(transparent)]
     Render(#[from] RenderError),
+    /// `--write-mode direct` could not write into the pod's volume.
+    #[error(transparent)]
+    Write(#[from] WriteError),
     /// The Mount did not finish within its deadline.
     #[error("timed out after {0:?} waiting for Vault")]
     Timeout(Duration),
@@ -72,6 +76,11 @@ impl MountError {
             },
             Self::Render(RenderError::Decode { .. }) => Code::InvalidArgument,
             Self::Render(_) => Code::NotFound,
+            Self::Write(WriteError::InvalidTarget { .. } | WriteError::InvalidFile { .. }) => {
+                Code::InvalidArgument
+            }
+            Self::Write(WriteError::NotTmpfs { .. }) => Code::FailedPrecondition,
+            Self::Write(WriteError::Io { .. }) => Code::Internal,
             Self::Timeout(_) => Code::Unavailable,
         }
     }
@@ -84,6 +93,7 @@ impl MountError {
             Code::PermissionDenied => "permission_denied",
             Code::NotFound => "not_found",
             Code::Unavailable => "unavailable",
+            Code::FailedPrecondition => "failed_precondition",
             _ => "internal",
         }
     }
@@ -157,6 +167,20 @@ mod tests {
             (
                 MountError::Timeout(Duration::from_secs(1)),
                 Code::Unavailable,
+            ),
+            (
+                MountError::Write(WriteError::NotTmpfs {
+                    path: "/t".into(),
+                    filesystem: "ext2/3/4".into(),
+                }),
+                Code::FailedPrecondition,
+            ),
+            (
+                MountError::Write(WriteError::InvalidTarget {
+                    path: "t".into(),
+                    reason: "is not an absolute path".into(),
+                }),
+                Code::InvalidArgument,
             ),
         ];
         for (err, code) in cases {

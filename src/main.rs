@@ -14,6 +14,7 @@ use vault_secrets_provider::server::{self, ServerConfig, Serving};
 use vault_secrets_provider::telemetry;
 use vault_secrets_provider::vault::{Vault, VaultConfig};
 use vault_secrets_provider::version::Versioner;
+use vault_secrets_provider::write::WriteMode;
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -67,8 +68,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
         token_cache_size: args.token_cache_size,
     });
     let provider = Arc::new(
-        Provider::new(vault, versioner, defaults).with_lease_capacity(args.lease_cache_size),
+        Provider::new(vault, versioner, defaults)
+            .with_lease_capacity(args.lease_cache_size)
+            .with_write_mode(args.write_mode),
     );
+    if args.write_mode == WriteMode::Direct {
+        tracing::info!(
+            "--write-mode direct: the provider writes files into the pods' tmpfs volumes"
+        );
+    }
     tokio::spawn(sweep_idle_state(
         provider.clone(),
         args.pod_state_idle_timeout,

@@ -21,6 +21,7 @@ use crate::vault::flight::{Flights, Role};
 use crate::vault::leases::{self, LeaseCache, LeaseKey};
 use crate::vault::{Identity, Origin, Token, Vault, VaultError};
 use crate::version::Versioner;
+use crate::write::{self, WriteMode};
 
 /// Most Vault requests one Mount has in flight at once.
 const FETCH_CONCURRENCY: usize = 16;
@@ -37,6 +38,7 @@ pub struct Provider {
     defaults: Defaults,
     leases: LeaseCache,
     reads: Flights<(Identity, Source), Result<Response, VaultError>>,
+    write_mode: WriteMode,
 }
 
 impl Provider {
@@ -48,7 +50,14 @@ impl Provider {
             defaults,
             leases: LeaseCache::new(DEFAULT_LEASE_CAPACITY),
             reads: Flights::default(),
+            write_mode: WriteMode::Response,
         }
+    }
+
+    /// Who writes the files: the driver (default) or the provider itself.
+    pub fn with_write_mode(mut self, mode: WriteMode) -> Self {
+        self.write_mode = mode;
+        self
     }
 
     /// Bounds the per-pod certificate and lease cache to `capacity` entries.
@@ -107,7 +116,13 @@ impl Provider {
     /// Parses and runs one driver request.
     pub async fn mount(&self, request: &MountRequest) -> Result<MountResponse, MountError> {
         let plan = request::parse(request, &self.defaults)?;
-        self.run(&plan).await
+        match self.write_mode {
+            WriteMode::Response => {
+                write::response_mode_check(&plan)?;
+                self.run(&plan).await
+            }
+            WriteMode::Direct => write::direct(&plan, self.run(&plan)).await,
+        }
     }
 
     /// Runs a parsed plan.

@@ -199,7 +199,7 @@ impl CsiDriverProvider for ProviderService {
                     pod_namespace,
                     pod_name,
                     pod_uid,
-                    objects = response.files.len(),
+                    objects = response.object_version.len(),
                     elapsed_ms,
                     result = "ok",
                     "mount"
