@@ -108,6 +108,14 @@ impl MountError {
                 source: VaultError::PermissionDenied(_),
                 ..
             } => Some("the role's Vault policy does not allow this path"),
+            Self::Write(WriteError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                Some(
+                    "with fileOwnerUid/fileOwnerGid the provider needs the CHOWN and \
+                     DAC_OVERRIDE capabilities",
+                )
+            }
             _ => None,
         }
     }

@@ -528,21 +528,22 @@ fn write_files(dir: &Path, payload: &Payload<'_>, ids: Ids) -> io::Result<()> {
             .mode(0o600)
             .open(dir.join(path))?;
         file.write_all(contents)?;
+        // Explicit, so the umask has no say; before the chown, after which
+        // only CAP_FOWNER could change the mode.
+        file.set_permissions(fs::Permissions::from_mode(*mode))?;
         if ids.chown {
             std::os::unix::fs::fchown(&file, Some(ids.uid), Some(ids.gid))?;
         }
-        // After the chown, which may clear mode bits; explicit, so the umask
-        // has no say.
-        file.set_permissions(fs::Permissions::from_mode(*mode))?;
     }
     Ok(())
 }
 
 fn set_owner_and_mode(path: &Path, ids: Ids, mode: u32) -> io::Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
     if ids.chown {
         std::os::unix::fs::lchown(path, Some(ids.uid), Some(ids.gid))?;
     }
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+    Ok(())
 }
 
 /// `<name> -> ..data/<name>` for every top-level name that has no link yet.
