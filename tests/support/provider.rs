@@ -45,10 +45,50 @@ impl Provider {
     /// Starts the provider in an existing directory (e.g. to restart it with
     /// the same version key).
     pub fn start_in(dir: tempfile::TempDir, vault_addr: &str, extra: &[&str]) -> Provider {
+        Self::start_wrapped(dir, &[], vault_addr, extra)
+    }
+
+    /// Starts the provider with only the Linux `capabilities` given (e.g.
+    /// `["chown"]`; none at all when empty), as a DaemonSet that drops `ALL`
+    /// and adds those would.
+    pub fn start_with_capabilities(
+        capabilities: &[&str],
+        vault_addr: &str,
+        extra: &[&str],
+    ) -> Provider {
+        let dir = tempfile::Builder::new()
+            .prefix("vsp-provider.")
+            .tempdir()
+            .expect("tempdir");
+        let bounding: String = std::iter::once("-all".to_owned())
+            .chain(capabilities.iter().map(|c| format!("+{c}")))
+            .collect::<Vec<_>>()
+            .join(",");
+        let wrapper = ["setpriv", "--bounding-set", bounding.as_str(), "--"];
+        Self::start_wrapped(dir, &wrapper, vault_addr, extra)
+    }
+
+    /// Starts the provider as the last argument of `wrapper` (a program that
+    /// execs it, so the pid stays the provider's).
+    fn start_wrapped(
+        dir: tempfile::TempDir,
+        wrapper: &[&str],
+        vault_addr: &str,
+        extra: &[&str],
+    ) -> Provider {
         let log_path = dir.path().join(format!("provider-{}.log", unique_suffix()));
         let log = std::fs::File::create(&log_path).expect("create provider log");
         let socket = dir.path().join("vault.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_vault-secrets-provider"))
+        let binary = env!("CARGO_BIN_EXE_vault-secrets-provider");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             .arg("serve")
             .arg("--endpoint")
             .arg(&socket)
@@ -152,6 +192,16 @@ impl Provider {
         wait_with_timeout(&mut child, Duration::from_secs(60))
     }
 
+    /// SIGKILLs the provider (no cleanup of any kind runs) and waits for it.
+    /// Its stale socket is removed, so a restart in the same directory can
+    /// wait for the new one.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("provider still running");
+        signal(&child, "KILL");
+        wait_with_timeout(&mut child, Duration::from_secs(10));
+        let _ = std::fs::remove_file(self.socket());
+    }
+
     /// Stops the provider and hands back its directory (socket dir, version key).
     pub fn into_dir(mut self) -> tempfile::TempDir {
         if self.child.is_some() {
@@ -224,6 +274,7 @@ pub struct DriverClient {
     /// `v1.5` or `v1.6`.
     pub version: &'static str,
     bin: PathBuf,
+    timeout: &'static str,
 }
 
 /// What `MountContent` returned.
@@ -272,12 +323,23 @@ pub fn driver_clients() -> Vec<DriverClient> {
                 "{} is missing: run `make tools`",
                 bin.display()
             );
-            DriverClient { version, bin }
+            DriverClient {
+                version,
+                bin,
+                timeout: "60s",
+            }
         })
         .collect()
 }
 
 impl DriverClient {
+    /// The same client with another deadline per call (default 60s), e.g. so
+    /// a call to a killed provider gives up soon.
+    pub fn with_timeout(mut self, timeout: &'static str) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     /// Calls `Mount` through the driver's client; files land in `target`.
     pub fn mount(
         &self,
@@ -361,7 +423,7 @@ impl DriverClient {
             .arg(command)
             .arg("--providers-dir")
             .arg(providers_dir)
-            .args(["--provider", "vault", "--timeout", "60s"])
+            .args(["--provider", "vault", "--timeout", self.timeout])
             .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -413,12 +475,23 @@ pub struct Volume {
 impl Volume {
     /// A fresh, empty volume.
     pub fn new() -> Volume {
+        Self::with_size("16m")
+    }
+
+    /// A fresh, empty volume whose tmpfs holds at most `size` (e.g. `64m`).
+    pub fn with_size(size: &str) -> Volume {
         let dir = tempfile::Builder::new()
             .prefix("vsp-volume.")
             .tempdir()
             .expect("tempdir");
         let tmpfs = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
             .arg(dir.path())
             .stderr(Stdio::null())
             .status()
