@@ -13,7 +13,8 @@
 #   TokenReview (service-account issuer and keys), envtest's other defaults
 # - waits until /readyz answers 200 to the admin credential
 # - exports VSP_TEST_KUBE_SERVER (https://127.0.0.1:PORT), VSP_TEST_KUBECONFIG (admin),
-#   VSP_TEST_KUBE_CA_FILE, VSP_TEST_KUBE_ADMIN_CERT_FILE, VSP_TEST_KUBE_ADMIN_KEY_FILE
+#   VSP_TEST_KUBE_CA_FILE, VSP_TEST_KUBE_ADMIN_CERT_FILE, VSP_TEST_KUBE_ADMIN_KEY_FILE, and
+#   VSP_TEST_KUBE_RUN_DIR (for files tests keep as long as the cluster, e.g. kubeconfigs)
 # - logs in $VSP_TEST_KUBE_DIR (default: a temporary dir, removed after a successful run
 #   and kept -- its path printed -- after a failed one)
 # - runs CMD, stops both servers on EXIT/INT/TERM, exits with CMD's status.
@@ -197,6 +198,8 @@ export VSP_TEST_KUBECONFIG="$work/admin.kubeconfig"
 export VSP_TEST_KUBE_CA_FILE="$pki/ca.crt"
 export VSP_TEST_KUBE_ADMIN_CERT_FILE="$pki/admin.crt"
 export VSP_TEST_KUBE_ADMIN_KEY_FILE="$pki/admin.key"
+mkdir -p "$work/run"
+export VSP_TEST_KUBE_RUN_DIR="$work/run"
 
 # CMD runs as a child we wait for, so INT/TERM reach the traps at once (a foreground
 # child would delay them until it exits); stdin is passed through explicitly.

@@ -1,0 +1,432 @@
+//! End to end on a real Kubernetes control plane (kube-apiserver + etcd built from
+//! source, started once per run by `scripts/with-kubernetes.sh`) with the real Secrets
+//! Store CSI Driver binary, v1.5.x and v1.6.x, calling our provider, against the run's
+//! real OpenBao. The test plays kubelet (`kubelet-sim`): it creates the Pod object and
+//! calls the driver's NodePublishVolume with what kubelet would send (pod info, tokens
+//! minted by TokenRequest, the nodePublishSecretRef Secret's data).
+//!
+//! - the seed workflow: an SPC exactly as an operator writes it for
+//!   `admin/deployments/<deployment>` (AppRole, role ID in the parameters, secret ID
+//!   in a labelled `nodePublishSecretRef` Secret, `secretObjects` to sync); files on
+//!   the pod's tmpfs, the SecretProviderClassPodStatus, the synced Secret, rotation
+//!   of both after the KV secret changes, and unpublish;
+//! - Kubernetes auth for real: OpenBao's `kubernetes` auth mount reviews the pod's
+//!   token with this apiserver (TokenReview, reviewer service account); a pod whose
+//!   service account the role does not bind gets `PermissionDenied`.
+//!
+//! Each test has its own Kubernetes namespace, OpenBao namespace, provider, driver
+//! (own node name, CSI socket and kubelet directory), so the tests run in parallel.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::kube::{DRIVER_NAME, Driver, DriverVersion, Kube, Publish, object_path, secret_value};
+use support::openbao::{OpenBao, deployment_namespace};
+use support::provider::{Provider, assert_log_clean};
+
+const SPC: &str = "app-secrets";
+const VOLUME: &str = "secrets";
+
+/// A SecretProviderClass `app-secrets` in `namespace`.
+fn secret_provider_class(namespace: &str, parameters: Value, secret_objects: Value) -> Value {
+    json!({
+        "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+        "kind": "SecretProviderClass",
+        "metadata": { "name": SPC, "namespace": namespace },
+        "spec": { "provider": "vault", "parameters": parameters, "secretObjects": secret_objects }
+    })
+}
+
+/// A pod on `node` running as `account`, with the `app-secrets` CSI volume.
+fn pod(namespace: &str, name: &str, node: &str, account: &str, secret_ref: Option<&str>) -> Value {
+    let mut csi = json!({
+        "driver": DRIVER_NAME,
+        "readOnly": true,
+        "volumeAttributes": { "secretProviderClass": SPC }
+    });
+    if let Some(secret) = secret_ref {
+        csi["nodePublishSecretRef"] = json!({ "name": secret });
+    }
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": name, "namespace": namespace },
+        "spec": {
+            "nodeName": node,
+            "serviceAccountName": account,
+            "containers": [{
+                "name": "app", "image": "registry.invalid/app:1",
+                "volumeMounts": [{ "name": VOLUME, "mountPath": "/mnt/secrets", "readOnly": true }]
+            }],
+            "volumes": [{ "name": VOLUME, "csi": csi }]
+        }
+    })
+}
+
+/// The driver's status object for a pod's volume (`<pod>-<namespace>-<spc>`).
+fn pod_status_path(namespace: &str, pod: &str) -> String {
+    format!(
+        "/apis/secrets-store.csi.x-k8s.io/v1/namespaces/{namespace}/secretproviderclasspodstatuses/{pod}-{namespace}-{SPC}"
+    )
+}
+
+/// `status.objects` of a SecretProviderClassPodStatus: id → version.
+fn status_objects(status: &Value) -> Vec<(String, String)> {
+    let mut objects: Vec<(String, String)> = status["status"]["objects"]
+        .as_array()
+        .map(|objects| {
+            objects
+                .iter()
+                .map(|o| {
+                    (
+                        o["id"].as_str().unwrap_or_default().to_owned(),
+                        o["version"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    objects.sort();
+    objects
+}
+
+/// Polls until `file` in the published volume reads `want` (the v1.5 rotation
+/// reconciler rewrites it on its own schedule).
+async fn wait_for_file(publish: &Publish, file: &str, want: &str, driver: &Driver) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let content = std::fs::read_to_string(publish.target_path.join(file)).unwrap_or_default();
+        if content == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{file} still {content:?}, want {want:?}; driver log:\n{}",
+            driver.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The operator's seed workflow, mounted through the real driver: AppRole in
+/// `admin/deployments/<deployment>`, role ID in the SPC, secret ID in the
+/// `nodePublishSecretRef` Secret, the driver syncing a Kubernetes Secret; then the KV
+/// secret changes and both the file and the synced Secret follow.
+async fn seed_workflow(version: DriverVersion) {
+    let kube = Kube::shared();
+    let bao = OpenBao::shared();
+
+    // Vault, as the operator's guide sets up a deployment.
+    let deployment = deployment_namespace(bao, &format!("seed-{}", version.line())).await;
+    bao.write_policy(
+        &deployment,
+        "app-read",
+        r#"path "secret/data/database" { capabilities = ["read"] }"#,
+    )
+    .await;
+    let (role_id, secret_id) = bao
+        .approle(&deployment, "approle", "app", &["app-read"], json!({}))
+        .await;
+    bao.kv2_put(
+        &deployment,
+        "secret",
+        "database",
+        json!({"username": "svc-app", "password": "first-password"}),
+    )
+    .await;
+
+    // Kubernetes, as the operator writes it.
+    let ns = kube.namespace(&format!("seed-{}", version.line())).await;
+    kube.service_account(&ns, "app").await;
+    kube.create(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {
+            "name": "app-approle", "namespace": ns,
+            // So the v1.5 driver's rotation can see it (its filtered Secret watch).
+            "labels": { "secrets-store.csi.k8s.io/used": "true" }
+        },
+        "stringData": { "secretId": secret_id }
+    }))
+    .await;
+    let objects = "\
+- objectName: db-password
+  secretPath: secret/data/database
+  secretKey: password
+- objectName: db-username
+  secretPath: secret/data/database
+  secretKey: username
+  filePermission: 0640
+";
+    kube.create(secret_provider_class(
+        &ns,
+        json!({
+            "vaultAddress": bao.addr,
+            "vaultNamespace": deployment,
+            "roleId": role_id,
+            "objects": objects,
+        }),
+        json!([{
+            "secretName": "app-database",
+            "type": "Opaque",
+            "data": [
+                { "objectName": "db-password", "key": "password" },
+                { "objectName": "db-username", "key": "username" }
+            ]
+        }]),
+    ))
+    .await;
+    let node = Driver::new_node_name();
+    let created = kube
+        .create(pod(&ns, "app-0", &node, "app", Some("app-approle")))
+        .await;
+    let pod_uid = created["metadata"]["uid"].as_str().expect("uid").to_owned();
+
+    let provider = Provider::start(&bao.addr, &[]);
+    // Rotation: v1.6 remounts on kubelet's republish (0s: no throttle between the
+    // test's publishes); v1.5 polls with its own reconciler.
+    let rotation: &[&str] = match version {
+        DriverVersion::V1_6 => &["--enable-secret-rotation", "--rotation-poll-interval=0s"],
+        DriverVersion::V1_5 => &["--enable-secret-rotation", "--rotation-poll-interval=1s"],
+    };
+    let driver = Driver::start(version, &node, &provider, rotation).await;
+
+    // The pod starts: files on its tmpfs volume.
+    let publish = driver.publish(&ns, "app-0", VOLUME).await;
+    publish.expect_ok();
+    assert!(
+        publish.target_path.to_string_lossy().contains(&format!(
+            "/pods/{pod_uid}/volumes/kubernetes.io~csi/{VOLUME}/mount"
+        )),
+        "{}",
+        publish.target_path.display()
+    );
+    assert!(
+        publish.is_tmpfs(),
+        "the driver mounts a tmpfs at the target path"
+    );
+    let files = publish.files();
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        ["db-password", "db-username"],
+        "driver {}",
+        version.line()
+    );
+    assert_eq!(publish.read("db-password"), "first-password");
+    assert_eq!(publish.read("db-username"), "svc-app");
+    assert_eq!(files["db-password"].1, 0o644);
+    assert_eq!(files["db-username"].1, 0o640);
+
+    // The driver's record of the mount.
+    let status_path = pod_status_path(&ns, "app-0");
+    let status = kube
+        .wait_for(&status_path, "mounted", |s| s["status"]["mounted"] == true)
+        .await;
+    assert_eq!(status["status"]["podName"], "app-0");
+    assert_eq!(status["status"]["secretProviderClassName"], SPC);
+    assert_eq!(
+        status["status"]["targetPath"],
+        publish.target_path.to_string_lossy().as_ref()
+    );
+    let first_versions = status_objects(&status);
+    assert_eq!(
+        first_versions
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect::<Vec<_>>(),
+        ["db-password", "db-username"]
+    );
+    assert!(first_versions.iter().all(|(_, v)| !v.is_empty()));
+
+    // The Kubernetes Secret the driver syncs from the files.
+    let secret_path = format!("/api/v1/namespaces/{ns}/secrets/app-database");
+    let synced = kube
+        .wait_for(&secret_path, "synced", |s| {
+            secret_value(s, "password").as_deref() == Some("first-password")
+        })
+        .await;
+    assert_eq!(
+        secret_value(&synced, "username").as_deref(),
+        Some("svc-app")
+    );
+    assert_eq!(
+        synced["metadata"]["labels"]["secrets-store.csi.k8s.io/managed"],
+        "true"
+    );
+
+    // Rotation: the operator changes the KV secret.
+    bao.kv2_put(
+        &deployment,
+        "secret",
+        "database",
+        json!({"username": "svc-app", "password": "second-password"}),
+    )
+    .await;
+    match version {
+        DriverVersion::V1_6 => {
+            // kubelet's periodic republish (requiresRepublish).
+            driver.publish(&ns, "app-0", VOLUME).await.expect_ok();
+            assert_eq!(publish.read("db-password"), "second-password");
+        }
+        DriverVersion::V1_5 => {
+            wait_for_file(&publish, "db-password", "second-password", &driver).await;
+        }
+    }
+    assert_eq!(publish.read("db-username"), "svc-app");
+    let status = kube
+        .wait_for(&status_path, "updated with the new version", |s| {
+            status_objects(s) != first_versions
+        })
+        .await;
+    let versions = status_objects(&status);
+    assert_eq!(versions[1], first_versions[1], "db-username did not change");
+    assert_ne!(versions[0], first_versions[0], "db-password changed");
+    kube.wait_for(&secret_path, "re-synced", |s| {
+        secret_value(s, "password").as_deref() == Some("second-password")
+    })
+    .await;
+
+    // The pod goes away: kubelet unpublishes, the tmpfs and its files are gone.
+    driver.unpublish(&ns, "app-0", VOLUME).await.expect_ok();
+    assert!(!publish.is_tmpfs());
+    assert!(publish.files().is_empty());
+
+    assert_log_clean(
+        &provider.log(),
+        &[&secret_id, "first-password", "second-password"],
+    );
+}
+
+#[tokio::test]
+async fn seed_workflow_through_driver_v1_5() {
+    seed_workflow(DriverVersion::V1_5).await;
+}
+
+#[tokio::test]
+async fn seed_workflow_through_driver_v1_6() {
+    seed_workflow(DriverVersion::V1_6).await;
+}
+
+/// OpenBao's Kubernetes auth against this apiserver: the pod's own service-account
+/// token (minted for audience `vault`, bound to the pod) logs in; a pod whose service
+/// account the role does not bind is refused with PermissionDenied, and nothing is
+/// mounted for it.
+async fn kubernetes_auth(version: DriverVersion) {
+    let kube = Kube::shared();
+    let install = kube.driver_installed().await;
+    let bao = OpenBao::shared();
+    let ns = kube
+        .namespace(&format!("k8s-auth-{}", version.line()))
+        .await;
+
+    let deployment = deployment_namespace(bao, &format!("k8s-auth-{}", version.line())).await;
+    bao.write_policy(
+        &deployment,
+        "app-read",
+        r#"path "secret/data/app" { capabilities = ["read"] }"#,
+    )
+    .await;
+    bao.kv2_put(
+        &deployment,
+        "secret",
+        "app",
+        json!({"api-key": "k8s-auth-secret"}),
+    )
+    .await;
+    bao.enable_auth(&deployment, "kubernetes", "kubernetes")
+        .await;
+    bao.api(
+        "POST",
+        &deployment,
+        "auth/kubernetes/config",
+        Some(json!({
+            "kubernetes_host": kube.server,
+            "kubernetes_ca_cert": kube.ca_pem,
+            "token_reviewer_jwt": install.reviewer_jwt,
+            "disable_local_ca_jwt": true,
+        })),
+    )
+    .await;
+    bao.api(
+        "POST",
+        &deployment,
+        "auth/kubernetes/role/app",
+        Some(json!({
+            "bound_service_account_names": ["app"],
+            "bound_service_account_namespaces": [ns],
+            "audience": "vault",
+            "token_policies": ["app-read"],
+        })),
+    )
+    .await;
+
+    kube.service_account(&ns, "app").await;
+    kube.service_account(&ns, "intruder").await;
+    kube.create(secret_provider_class(
+        &ns,
+        json!({
+            "vaultAddress": bao.addr,
+            "vaultNamespace": deployment,
+            "roleName": "app",
+            "objects": "- objectName: api-key\n  secretPath: secret/data/app\n  secretKey: api-key\n",
+        }),
+        json!([]),
+    ))
+    .await;
+    let node = Driver::new_node_name();
+    kube.create(pod(&ns, "app-0", &node, "app", None)).await;
+    kube.create(pod(&ns, "intruder-0", &node, "intruder", None))
+        .await;
+
+    let provider = Provider::start(&bao.addr, &[]);
+    let driver = Driver::start(version, &node, &provider, &[]).await;
+
+    let publish = driver.publish(&ns, "app-0", VOLUME).await;
+    publish.expect_ok();
+    assert!(publish.is_tmpfs());
+    assert_eq!(publish.read("api-key"), "k8s-auth-secret");
+    kube.wait_for(&pod_status_path(&ns, "app-0"), "mounted", |s| {
+        s["status"]["mounted"] == true
+    })
+    .await;
+
+    let refused = driver.publish(&ns, "intruder-0", VOLUME).await;
+    refused.expect_err("PermissionDenied", "service account name not authorized");
+    assert!(
+        !refused.is_tmpfs(),
+        "the driver unmounts after a failed first mount"
+    );
+    assert!(refused.files().is_empty());
+    assert!(
+        kube.get(&pod_status_path(&ns, "intruder-0"))
+            .await
+            .is_none(),
+        "no SecretProviderClassPodStatus for a refused mount"
+    );
+
+    driver.unpublish(&ns, "app-0", VOLUME).await.expect_ok();
+    assert_log_clean(&provider.log(), &["k8s-auth-secret", &install.reviewer_jwt]);
+}
+
+#[tokio::test]
+async fn kubernetes_auth_through_driver_v1_5() {
+    kubernetes_auth(DriverVersion::V1_5).await;
+}
+
+#[tokio::test]
+async fn kubernetes_auth_through_driver_v1_6() {
+    kubernetes_auth(DriverVersion::V1_6).await;
+}
+
+/// The objects the tests create are well-formed for the apiserver's REST layout.
+#[test]
+fn object_paths() {
+    assert_eq!(
+        object_path(&pod("ns", "p", "n", "sa", None)),
+        "/api/v1/namespaces/ns/pods/p"
+    );
+    assert_eq!(
+        object_path(&secret_provider_class("ns", json!({}), json!([]))),
+        "/apis/secrets-store.csi.x-k8s.io/v1/namespaces/ns/secretproviderclasses/app-secrets"
+    );
+}
