@@ -137,7 +137,8 @@ for attempt in 1 2 3 4 5; do
     server="https://127.0.0.1:$port"
     # Flags after controller-runtime's envtest (pkg/internal/testing/controlplane):
     # RBAC, no ServiceAccount admission (no controller-manager creates default SAs),
-    # a service-account issuer and keys so TokenRequest and TokenReview work.
+    # a service-account issuer and keys so TokenRequest and TokenReview work. No
+    # endpoint reconciler: the `kubernetes` Service cannot point at a loopback address.
     setsid "$VSP_TEST_KUBE_APISERVER_BIN" \
         --etcd-servers "$etcd_url" \
         --advertise-address 127.0.0.1 --bind-address 127.0.0.1 --secure-port "$port" \
@@ -152,6 +153,7 @@ for attempt in 1 2 3 4 5; do
         --service-account-key-file "$pki/sa.pub" \
         --service-account-signing-key-file "$pki/sa.key" \
         --profiling=false \
+        --endpoint-reconciler-type none \
         >"$work/kube-apiserver.log" 2>&1 </dev/null &
     apiserver_pid=$!
     deadline=$((SECONDS + 120))

@@ -95,8 +95,8 @@ impl MountError {
                  (or the role and audience for Kubernetes/JWT auth)",
             ),
             Self::Login(VaultError::PermissionDenied(_)) => Some(
-                "the Vault role does not admit this pod's service account or namespace \
-                 (its bound_service_account_names / bound_service_account_namespaces)",
+                "the Vault role does not admit this pod's service account or namespace: \
+                 check its bound_service_account_names and bound_service_account_namespaces",
             ),
             Self::Read {
                 source: VaultError::PermissionDenied(_),

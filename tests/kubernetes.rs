@@ -115,6 +115,8 @@ async fn wait_for_file(publish: &Publish, file: &str, want: &str, driver: &Drive
 /// secret changes and both the file and the synced Secret follow.
 async fn seed_workflow(version: DriverVersion) {
     let kube = Kube::shared();
+    // The CRDs and the rest of the driver's installation, before any SPC.
+    kube.driver_installed().await;
     let bao = OpenBao::shared();
 
     // Vault, as the operator's guide sets up a deployment.
@@ -307,6 +309,29 @@ async fn seed_workflow_through_driver_v1_6() {
     seed_workflow(DriverVersion::V1_6).await;
 }
 
+/// The metadata of every token issued in an OpenBao namespace (one per login).
+async fn vault_logins(bao: &OpenBao, namespace: &str) -> Vec<Value> {
+    let (status, list) = bao
+        .api_status("LIST", namespace, "auth/token/accessors", None)
+        .await;
+    if status == 404 {
+        return Vec::new();
+    }
+    let mut logins = Vec::new();
+    for accessor in list["data"]["keys"].as_array().expect("accessors") {
+        let token = bao
+            .api(
+                "POST",
+                namespace,
+                "auth/token/lookup-accessor",
+                Some(json!({ "accessor": accessor })),
+            )
+            .await;
+        logins.push(token["data"]["meta"].clone());
+    }
+    logins
+}
+
 /// OpenBao's Kubernetes auth against this apiserver: the pod's own service-account
 /// token (minted for audience `vault`, bound to the pod) logs in; a pod whose service
 /// account the role does not bind is refused with PermissionDenied, and nothing is
@@ -389,6 +414,13 @@ async fn kubernetes_auth(version: DriverVersion) {
         s["status"]["mounted"] == true
     })
     .await;
+    // The one login in the deployment namespace was the pod's service account,
+    // as the apiserver's TokenReview told OpenBao.
+    let logins = vault_logins(bao, &deployment).await;
+    assert_eq!(logins.len(), 1, "{logins:?}");
+    assert_eq!(logins[0]["service_account_name"], "app");
+    assert_eq!(logins[0]["service_account_namespace"], ns.as_str());
+    assert_eq!(logins[0]["role"], "app");
 
     let refused = driver.publish(&ns, "intruder-0", VOLUME).await;
     refused.expect_err("PermissionDenied", "service account name not authorized");
@@ -402,6 +434,12 @@ async fn kubernetes_auth(version: DriverVersion) {
             .await
             .is_none(),
         "no SecretProviderClassPodStatus for a refused mount"
+    );
+
+    assert_eq!(
+        vault_logins(bao, &deployment).await.len(),
+        1,
+        "the refused pod got no token"
     );
 
     driver.unpublish(&ns, "app-0", VOLUME).await.expect_ok();

@@ -42,8 +42,9 @@ export GOCACHE="${GOCACHE:-$godir/cache}"
 export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"   # the machine's Go; never download one
 export CGO_ENABLED=0
 export GOFLAGS="-mod=readonly -trimpath -buildvcs=false"   # exactly what go.mod/go.sum pin
-# The machine is shared: two compile jobs at most.
+# The machine is shared: two compile jobs, two threads each, at most.
 parallel="${K8S_TOOLS_BUILD_JOBS:-2}"
+export GOMAXPROCS="${GOMAXPROCS:-2}"
 
 module_version() {  # module_version MODDIR MODULE
     (cd "$1" && go list -m -f '{{.Version}}' "$2")
@@ -67,7 +68,7 @@ build() {
     if [[ -x "$dest/$name" && -f "$dest/.stamp" && "$(cat "$dest/.stamp")" == "$stamp" ]]; then
         return 0
     fi
-    log "building $name $version (first run only; kube-apiserver takes several minutes)"
+    log "building $name $version (once per version)"
     mkdir -p "$dest"
     local start=$SECONDS
     (cd "$moddir" && go build -p "$parallel" -ldflags "$ldflags" -o "$dest/$name.tmp" "$pkg")

@@ -492,6 +492,13 @@ impl Publish {
     }
 }
 
+/// This process's effective user id, from /proc/self/status.
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
 /// Mount points → filesystem type, from /proc/self/mountinfo.
 fn mount_points() -> BTreeMap<PathBuf, String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -532,6 +539,10 @@ impl Driver {
         provider: &Provider,
         extra: &[&str],
     ) -> Driver {
+        assert!(
+            effective_uid() == Some(0),
+            "the driver mounts a tmpfs for every volume: run the Kubernetes tests as root"
+        );
         let install = Kube::shared().driver_installed().await;
         let dir = tempfile::Builder::new()
             .prefix("vsp-driver.")
@@ -652,6 +663,14 @@ impl Drop for Driver {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            // The test failed: its output shows what the driver did.
+            eprintln!(
+                "--- secrets-store-csi-driver {} log ---\n{}",
+                self.version.line(),
+                self.log()
+            );
         }
         // Volumes a failed test left mounted (kubelet would unpublish them), deepest
         // first, so the temporary directory can go.
