@@ -22,46 +22,55 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::kube::{DRIVER_NAME, Driver, DriverVersion, Kube, Publish, object_path, secret_value};
+use support::kube::{
+    DRIVER_NAME, Driver, DriverVersion, Kube, Publish, manifests_from_str, object_path,
+    secret_value,
+};
 use support::openbao::{OpenBao, deployment_namespace};
 use support::provider::{Provider, assert_log_clean};
 
 const SPC: &str = "app-secrets";
 const VOLUME: &str = "secrets";
 
-/// A SecretProviderClass `app-secrets` in `namespace`.
-fn secret_provider_class(namespace: &str, parameters: Value, secret_objects: Value) -> Value {
-    json!({
-        "apiVersion": "secrets-store.csi.x-k8s.io/v1",
-        "kind": "SecretProviderClass",
-        "metadata": { "name": SPC, "namespace": namespace },
-        "spec": { "provider": "vault", "parameters": parameters, "secretObjects": secret_objects }
-    })
-}
-
-/// A pod on `node` running as `account`, with the `app-secrets` CSI volume.
-fn pod(namespace: &str, name: &str, node: &str, account: &str, secret_ref: Option<&str>) -> Value {
-    let mut csi = json!({
-        "driver": DRIVER_NAME,
-        "readOnly": true,
-        "volumeAttributes": { "secretProviderClass": SPC }
-    });
-    if let Some(secret) = secret_ref {
-        csi["nodePublishSecretRef"] = json!({ "name": secret });
-    }
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": { "name": name, "namespace": namespace },
-        "spec": {
-            "nodeName": node,
-            "serviceAccountName": account,
-            "containers": [{
-                "name": "app", "image": "registry.invalid/app:1",
-                "volumeMounts": [{ "name": VOLUME, "mountPath": "/mnt/secrets", "readOnly": true }]
-            }],
-            "volumes": [{ "name": VOLUME, "csi": csi }]
-        }
-    })
+/// A pod on `node` (the scheduler's choice) that runs as service account `account`
+/// and mounts SecretProviderClass `app-secrets` at `/mnt/secrets`, with
+/// `nodePublishSecretRef` `secret_ref` if given: the operator's Deployment template.
+fn pod_yaml(
+    namespace: &str,
+    name: &str,
+    node: &str,
+    account: &str,
+    secret_ref: Option<&str>,
+) -> String {
+    let secret_ref = secret_ref
+        .map(|s| format!("\n        nodePublishSecretRef: {{ name: {s} }}"))
+        .unwrap_or_default();
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  nodeName: {node}
+  serviceAccountName: {account}
+  containers:
+    - name: app
+      image: registry.invalid/app:1
+      volumeMounts:
+        - name: {VOLUME}
+          mountPath: /mnt/secrets
+          readOnly: true
+  volumes:
+    - name: {VOLUME}
+      csi:
+        driver: {DRIVER_NAME}
+        readOnly: true
+        volumeAttributes:
+          secretProviderClass: {SPC}{secret_ref}
+"#
+    )
 }
 
 /// The driver's status object for a pod's volume (`<pod>-<namespace>-<spc>`).
@@ -138,51 +147,67 @@ async fn seed_workflow(version: DriverVersion) {
     )
     .await;
 
-    // Kubernetes, as the operator writes it.
+    // Kubernetes, as the operator writes it: the secret ID in a Secret (labelled so
+    // the driver's v1.5 rotation can watch it), the SecretProviderClass with the role
+    // ID and a Secret to sync, and the app's pod.
     let ns = kube.namespace(&format!("seed-{}", version.line())).await;
-    kube.service_account(&ns, "app").await;
-    kube.create(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {
-            "name": "app-approle", "namespace": ns,
-            // So the v1.5 driver's rotation can see it (its filtered Secret watch).
-            "labels": { "secrets-store.csi.k8s.io/used": "true" }
-        },
-        "stringData": { "secretId": secret_id }
-    }))
-    .await;
-    let objects = "\
-- objectName: db-password
-  secretPath: secret/data/database
-  secretKey: password
-- objectName: db-username
-  secretPath: secret/data/database
-  secretKey: username
-  filePermission: 0640
-";
-    kube.create(secret_provider_class(
-        &ns,
-        json!({
-            "vaultAddress": bao.addr,
-            "vaultNamespace": deployment,
-            "roleId": role_id,
-            "objects": objects,
-        }),
-        json!([{
-            "secretName": "app-database",
-            "type": "Opaque",
-            "data": [
-                { "objectName": "db-password", "key": "password" },
-                { "objectName": "db-username", "key": "username" }
-            ]
-        }]),
-    ))
-    .await;
     let node = Driver::new_node_name();
     let created = kube
-        .create(pod(&ns, "app-0", &node, "app", Some("app-approle")))
+        .create_all(&format!(
+            r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: app
+  namespace: {ns}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: app-approle
+  namespace: {ns}
+  labels:
+    secrets-store.csi.k8s.io/used: "true"
+stringData:
+  secretId: {secret_id}
+---
+apiVersion: secrets-store.csi.x-k8s.io/v1
+kind: SecretProviderClass
+metadata:
+  name: {SPC}
+  namespace: {ns}
+spec:
+  provider: vault
+  parameters:
+    vaultAddress: {vault}
+    vaultNamespace: {deployment}
+    roleId: {role_id}
+    objects: |
+      - objectName: db-password
+        secretPath: secret/data/database
+        secretKey: password
+      - objectName: db-username
+        secretPath: secret/data/database
+        secretKey: username
+        filePermission: 0640
+  secretObjects:
+    - secretName: app-database
+      type: Opaque
+      data:
+        - objectName: db-password
+          key: password
+        - objectName: db-username
+          key: username
+---
+{pod}"#,
+            vault = bao.addr,
+            pod = pod_yaml(&ns, "app-0", &node, "app", Some("app-approle")),
+        ))
         .await;
-    let pod_uid = created["metadata"]["uid"].as_str().expect("uid").to_owned();
+    let pod_uid = created[3]["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_owned();
 
     let provider = Provider::start(&bao.addr, &[]);
     // Rotation: v1.6 remounts on kubelet's republish (0s: no throttle between the
@@ -385,23 +410,47 @@ async fn kubernetes_auth(version: DriverVersion) {
     )
     .await;
 
-    kube.service_account(&ns, "app").await;
-    kube.service_account(&ns, "intruder").await;
-    kube.create(secret_provider_class(
-        &ns,
-        json!({
-            "vaultAddress": bao.addr,
-            "vaultNamespace": deployment,
-            "roleName": "app",
-            "objects": "- objectName: api-key\n  secretPath: secret/data/app\n  secretKey: api-key\n",
-        }),
-        json!([]),
+    // A SecretProviderClass for the role, no nodePublishSecretRef: the pod's own
+    // token is the credential. The intruder's pod uses it under another account.
+    let node = Driver::new_node_name();
+    kube.create_all(&format!(
+        r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: app
+  namespace: {ns}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: intruder
+  namespace: {ns}
+---
+apiVersion: secrets-store.csi.x-k8s.io/v1
+kind: SecretProviderClass
+metadata:
+  name: {SPC}
+  namespace: {ns}
+spec:
+  provider: vault
+  parameters:
+    vaultAddress: {vault}
+    vaultNamespace: {deployment}
+    roleName: app
+    objects: |
+      - objectName: api-key
+        secretPath: secret/data/app
+        secretKey: api-key
+---
+{app}
+---
+{intruder}"#,
+        vault = bao.addr,
+        app = pod_yaml(&ns, "app-0", &node, "app", None),
+        intruder = pod_yaml(&ns, "intruder-0", &node, "intruder", None),
     ))
     .await;
-    let node = Driver::new_node_name();
-    kube.create(pod(&ns, "app-0", &node, "app", None)).await;
-    kube.create(pod(&ns, "intruder-0", &node, "intruder", None))
-        .await;
 
     let provider = Provider::start(&bao.addr, &[]);
     let driver = Driver::start(version, &node, &provider, &[]).await;
@@ -456,15 +505,19 @@ async fn kubernetes_auth_through_driver_v1_6() {
     kubernetes_auth(DriverVersion::V1_6).await;
 }
 
-/// The objects the tests create are well-formed for the apiserver's REST layout.
+/// The manifests the tests write parse into the objects they mean.
 #[test]
-fn object_paths() {
-    assert_eq!(
-        object_path(&pod("ns", "p", "n", "sa", None)),
-        "/api/v1/namespaces/ns/pods/p"
-    );
-    assert_eq!(
-        object_path(&secret_provider_class("ns", json!({}), json!([]))),
-        "/apis/secrets-store.csi.x-k8s.io/v1/namespaces/ns/secretproviderclasses/app-secrets"
+fn manifests_parse() {
+    let pods = manifests_from_str(&pod_yaml("ns", "p", "n", "sa", Some("creds")));
+    assert_eq!(object_path(&pods[0]), "/api/v1/namespaces/ns/pods/p");
+    let csi = &pods[0]["spec"]["volumes"][0]["csi"];
+    assert_eq!(csi["driver"], DRIVER_NAME);
+    assert_eq!(csi["volumeAttributes"]["secretProviderClass"], SPC);
+    assert_eq!(csi["nodePublishSecretRef"]["name"], "creds");
+    let pods = manifests_from_str(&pod_yaml("ns", "p", "n", "sa", None));
+    assert!(
+        pods[0]["spec"]["volumes"][0]["csi"]
+            .get("nodePublishSecretRef")
+            .is_none()
     );
 }

@@ -158,6 +158,16 @@ impl Kube {
         body
     }
 
+    /// Creates every object of a YAML manifest (documents separated by `---`), in
+    /// order; returns them as stored.
+    pub async fn create_all(&self, yaml: &str) -> Vec<Value> {
+        let mut created = Vec::new();
+        for object in manifests_from_str(yaml) {
+            created.push(self.create(object).await);
+        }
+        created
+    }
+
     /// Creates `object` unless one of that name exists (cluster-wide set-up that any
     /// test process may have done already).
     pub async fn create_if_absent(&self, object: Value) {
@@ -382,10 +392,15 @@ pub fn object_path(object: &Value) -> String {
 pub fn manifests(path: &Path) -> Vec<Value> {
     let text =
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    serde_yaml_ng::Deserializer::from_str(&text)
+    manifests_from_str(&text)
+}
+
+/// Every (non-empty) document of a YAML manifest, as JSON.
+pub fn manifests_from_str(yaml: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(yaml)
         .map(|doc| {
             serde::Deserialize::deserialize(doc)
-                .unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
+                .unwrap_or_else(|e| panic!("parse manifest: {e}\n{yaml}"))
         })
         .filter(|v: &Value| !v.is_null())
         .collect()
