@@ -122,6 +122,10 @@ impl MountError {
                 "check the AppRole role ID and the secretId in the nodePublishSecretRef Secret \
                  (or the role and audience for Kubernetes/JWT auth)",
             ),
+            Self::Login(VaultError::PermissionDenied(_)) => Some(
+                "the Vault role does not admit this pod's service account or namespace: \
+                 check its bound_service_account_names and bound_service_account_namespaces",
+            ),
             Self::Read {
                 source: VaultError::PermissionDenied(_),
                 ..
@@ -163,6 +167,10 @@ mod tests {
             (
                 MountError::Login(VaultError::LoginRefused("x".into())),
                 Code::Unauthenticated,
+            ),
+            (
+                MountError::Login(VaultError::PermissionDenied("x".into())),
+                Code::PermissionDenied,
             ),
             (
                 MountError::Login(VaultError::Unavailable("x".into())),

@@ -511,9 +511,7 @@ impl Volume {
 
     /// The visible files (following the writer's symlinks): path → (content, mode).
     pub fn files(&self) -> BTreeMap<String, (Vec<u8>, u32)> {
-        let mut files = BTreeMap::new();
-        collect(self.path(), self.path(), &mut files);
-        files
+        files_in(self.path())
     }
 
     /// One file's content as text.
@@ -532,6 +530,14 @@ impl Volume {
             .mode()
             & 0o7777
     }
+}
+
+/// The files a pod sees in a volume written by the driver's atomic writer
+/// (following its symlinks, skipping its `..data` bookkeeping): path → (content, mode).
+pub fn files_in(root: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
+    let mut files = BTreeMap::new();
+    collect(root, root, &mut files);
+    files
 }
 
 fn collect(root: &Path, dir: &Path, files: &mut BTreeMap<String, (Vec<u8>, u32)>) {
