@@ -1,14 +1,16 @@
 # vault-secrets-provider: build, test and demo.
 #
 #   make demo    run the provider against a dev OpenBao and mount a secret through the real driver client
-#   make test    unit + integration tests against real OpenBao and the real driver client (v1.5 and v1.6)
+#   make test    unit + integration tests against real OpenBao, the real driver client (v1.5 and v1.6)
+#                and, end to end, a local Kubernetes control plane with the real driver (v1.5 and v1.6)
 #   make lint    rustfmt and clippy
 #   make soak    minutes of Mounts with rotation and OpenBao restarts (SOAK_SECS, default 300)
 #   make fuzz    cargo-fuzz (nightly) on each parser target for FUZZ_SECS seconds (default 60)
 #   make audit   cargo deny (licences, bans, sources) and cargo audit (RustSec advisories)
 #
-# Everything the tests need (OpenBao, the driver's Go client) is installed into .tools/
-# by this Makefile; nothing is installed system-wide.
+# Everything the tests need (OpenBao, the driver's Go client, kube-apiserver, etcd and the
+# driver built from Go source) is installed into .tools/ by this Makefile; nothing is
+# installed system-wide.
 
 SHELL := /bin/bash
 TOOLS := $(CURDIR)/.tools
@@ -18,8 +20,15 @@ export GOMODCACHE := $(TOOLS)/go/mod
 export GOPATH := $(TOOLS)/go/path
 
 DRIVER_CLIENTS := $(TOOLS)/bin/driver-client-v1.5 $(TOOLS)/bin/driver-client-v1.6
+K8S_TOOLS := $(TOOLS)/k8s
 
-.PHONY: all build test lint demo tools openbao driver-clients postgres clean soak fuzz audit
+# What scripts/with-kubernetes.sh and tests/kubernetes.rs run (tests/kubernetes/build.sh).
+export VSP_TEST_ETCD_BIN := $(K8S_TOOLS)/bin/etcd
+export VSP_TEST_KUBE_APISERVER_BIN := $(K8S_TOOLS)/bin/kube-apiserver
+export VSP_TEST_CLUSTER_PKI_BIN := $(K8S_TOOLS)/bin/cluster-pki
+export VSP_TEST_K8S_TOOLS := $(K8S_TOOLS)
+
+.PHONY: all build test lint demo tools openbao driver-clients postgres k8s-tools clean soak fuzz audit
 
 SOAK_SECS ?= 300
 FUZZ_SECS ?= 60
@@ -30,7 +39,7 @@ all: build
 build:
 	$(CARGO) build --release --locked
 
-tools: openbao driver-clients postgres
+tools: openbao driver-clients postgres k8s-tools
 
 openbao:
 	@scripts/install-openbao.sh >/dev/null
@@ -42,14 +51,20 @@ postgres:
 driver-clients:
 	@tests/driver-client/build.sh $(TOOLS)/bin
 
-# The integration tests share one OpenBao dev server for the whole run.
+# kube-apiserver, etcd, the driver binaries: built once per version (minutes the first time).
+k8s-tools:
+	@tests/kubernetes/build.sh $(K8S_TOOLS)
+
+# The integration tests share one OpenBao dev server and one Kubernetes control plane
+# for the whole run.
 test: tools
 	$(CARGO) build --locked --all-targets
 	VSP_TEST_DRIVER_CLIENT_DIR=$(TOOLS)/bin VSP_TEST_PG_BIN=$$(scripts/install-postgres.sh) \
+		scripts/with-kubernetes.sh \
 		scripts/with-openbao.sh $(CARGO) test --locked --all-targets
 
 # The soak test alone, longer than its 30 s run inside `make test`.
-soak: tools
+soak: openbao driver-clients
 	$(CARGO) build --locked --all-targets
 	VSP_TEST_DRIVER_CLIENT_DIR=$(TOOLS)/bin VSP_SOAK_SECS=$(SOAK_SECS) \
 		scripts/with-openbao.sh $(CARGO) test --locked --test soak -- --nocapture
@@ -71,7 +86,7 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-demo: tools
+demo: openbao driver-clients
 	$(CARGO) build --locked
 	VSP_TEST_DRIVER_CLIENT_DIR=$(TOOLS)/bin scripts/with-openbao.sh scripts/demo.sh
 

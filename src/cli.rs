@@ -9,6 +9,7 @@ use url::Url;
 
 use crate::request::{Defaults, Namespace, TlsSettings};
 use crate::telemetry::LogFormat;
+use crate::write::WriteMode;
 
 /// Default socket: HashiCorp's provider uses the same, so we are a drop-in.
 pub const DEFAULT_ENDPOINT: &str = "/var/run/secrets-store-csi-providers/vault.sock";
@@ -117,6 +118,13 @@ pub struct ServeArgs {
     /// Revoke every cached Vault token on shutdown.
     #[arg(long, env = "VSP_REVOKE_TOKENS_ON_SHUTDOWN")]
     pub revoke_tokens_on_shutdown: bool,
+
+    /// Who writes the files into the pod's volume: `response` returns them to
+    /// the driver, which writes them; `direct` writes them into the volume
+    /// here (tmpfs only; needs the kubelet pods directory mounted with
+    /// HostToContainer propagation) and allows `fileOwnerUid`/`fileOwnerGid`.
+    #[arg(long, env = "VSP_WRITE_MODE", value_enum, default_value = "response")]
+    pub write_mode: WriteMode,
 
     /// File holding the key for object versions (created, mode 0600, if
     /// missing). Default: `vault-secrets-provider.key` next to the socket.

@@ -12,6 +12,7 @@ use tonic::{Code, Status};
 use crate::render::RenderError;
 use crate::request::{MountPlan, RequestError, Source};
 use crate::vault::VaultError;
+use crate::write::WriteError;
 
 /// A failed Mount.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,9 @@ pub enum MountError {
         /// The configured limit.
         limit: usize,
     },
+    /// `--write-mode direct` could not write into the pod's volume.
+    #[error(transparent)]
+    Write(#[from] WriteError),
     /// The Mount did not finish within its deadline.
     #[error("timed out after {0:?} waiting for Vault")]
     Timeout(Duration),
@@ -88,6 +92,11 @@ impl MountError {
                 | RenderError::Template { .. },
             ) => Code::InvalidArgument,
             Self::Render(_) => Code::NotFound,
+            Self::Write(WriteError::InvalidTarget { .. } | WriteError::InvalidFile { .. }) => {
+                Code::InvalidArgument
+            }
+            Self::Write(WriteError::NotTmpfs { .. }) => Code::FailedPrecondition,
+            Self::Write(WriteError::Io { .. }) => Code::Internal,
             Self::Timeout(_) => Code::Unavailable,
             Self::TooLarge { .. } => Code::ResourceExhausted,
         }
@@ -102,6 +111,7 @@ impl MountError {
             Code::NotFound => "not_found",
             Code::Unavailable => "unavailable",
             Code::ResourceExhausted => "resource_exhausted",
+            Code::FailedPrecondition => "failed_precondition",
             _ => "internal",
         }
     }
@@ -112,10 +122,22 @@ impl MountError {
                 "check the AppRole role ID and the secretId in the nodePublishSecretRef Secret \
                  (or the role and audience for Kubernetes/JWT auth)",
             ),
+            Self::Login(VaultError::PermissionDenied(_)) => Some(
+                "the Vault role does not admit this pod's service account or namespace: \
+                 check its bound_service_account_names and bound_service_account_namespaces",
+            ),
             Self::Read {
                 source: VaultError::PermissionDenied(_),
                 ..
             } => Some("the role's Vault policy does not allow this path"),
+            Self::Write(WriteError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                Some(
+                    "with fileOwnerUid/fileOwnerGid the provider needs the CHOWN and \
+                     DAC_OVERRIDE capabilities",
+                )
+            }
             _ => None,
         }
     }
@@ -147,6 +169,10 @@ mod tests {
                 Code::Unauthenticated,
             ),
             (
+                MountError::Login(VaultError::PermissionDenied("x".into())),
+                Code::PermissionDenied,
+            ),
+            (
                 MountError::Login(VaultError::Unavailable("x".into())),
                 Code::Unavailable,
             ),
@@ -175,6 +201,20 @@ mod tests {
             (
                 MountError::Timeout(Duration::from_secs(1)),
                 Code::Unavailable,
+            ),
+            (
+                MountError::Write(WriteError::NotTmpfs {
+                    path: "/t".into(),
+                    filesystem: "ext2/3/4".into(),
+                }),
+                Code::FailedPrecondition,
+            ),
+            (
+                MountError::Write(WriteError::InvalidTarget {
+                    path: "t".into(),
+                    reason: "is not an absolute path".into(),
+                }),
+                Code::InvalidArgument,
             ),
         ];
         for (err, code) in cases {

@@ -15,6 +15,8 @@
 //!   then renders files and versions, all or nothing.
 //! - [`render`]: Vault response → file bytes.
 //! - [`version`]: keyed object versions that reveal nothing of the content.
+//! - [`write`]: `--write-mode direct`: the files written into the pod's tmpfs
+//!   by the provider itself, with the driver's atomic `..data` layout.
 //! - [`error`]: the one place where failures become gRPC status codes.
 //! - [`telemetry`]: logs (one span per Mount), Prometheus metrics, and the
 //!   HTTP endpoint for probes and metrics.
@@ -35,3 +37,4 @@ pub mod server;
 pub mod telemetry;
 pub mod vault;
 pub mod version;
+pub mod write;

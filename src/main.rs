@@ -15,6 +15,7 @@ use vault_secrets_provider::server::{self, ServerConfig, Serving};
 use vault_secrets_provider::telemetry::{self, Health, LogFormat};
 use vault_secrets_provider::vault::{Vault, VaultConfig};
 use vault_secrets_provider::version::Versioner;
+use vault_secrets_provider::write::WriteMode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -63,8 +64,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
         tls: defaults.tls.clone(),
     });
     let provider = Arc::new(
-        Provider::new(vault, versioner, defaults).with_lease_capacity(args.lease_cache_size),
+        Provider::new(vault, versioner, defaults)
+            .with_lease_capacity(args.lease_cache_size)
+            .with_write_mode(args.write_mode),
     );
+    if args.write_mode == WriteMode::Direct {
+        tracing::info!(
+            "--write-mode direct: the provider writes files into the pods' tmpfs volumes"
+        );
+    }
     tokio::spawn(sweep_idle_state(
         provider.clone(),
         args.pod_state_idle_timeout,

@@ -21,6 +21,7 @@ use crate::vault::flight::{Flights, Role};
 use crate::vault::leases::{self, LeaseCache, LeaseKey};
 use crate::vault::{Identity, Origin, Token, Vault, VaultError};
 use crate::version::Versioner;
+use crate::write::{self, WriteMode};
 
 /// Most Vault requests one Mount has in flight at once.
 const FETCH_CONCURRENCY: usize = 16;
@@ -78,6 +79,7 @@ pub struct Provider {
     defaults: Defaults,
     leases: LeaseCache,
     reads: Flights<(Identity, Source), Result<Response, VaultError>>,
+    write_mode: WriteMode,
 }
 
 impl Provider {
@@ -89,7 +91,14 @@ impl Provider {
             defaults,
             leases: LeaseCache::new(DEFAULT_LEASE_CAPACITY),
             reads: Flights::default(),
+            write_mode: WriteMode::Response,
         }
+    }
+
+    /// Who writes the files: the driver (default) or the provider itself.
+    pub fn with_write_mode(mut self, mode: WriteMode) -> Self {
+        self.write_mode = mode;
+        self
     }
 
     /// Bounds the per-pod certificate and lease cache to `capacity` entries.
@@ -149,8 +158,14 @@ impl Provider {
     pub async fn mount(&self, request: &MountRequest) -> Result<MountResponse, MountError> {
         let plan = request::parse(request, &self.defaults)?;
         // The Mount's log span (telemetry::MountObserver) has a field for this.
-        tracing::Span::current().record("objects", plan.objects.len());
-        self.run(&plan).await
+        tracing::Span::current().record("objects", plan.objects.len() + plan.templates.len());
+        match self.write_mode {
+            WriteMode::Response => {
+                write::response_mode_check(&plan)?;
+                self.run(&plan).await
+            }
+            WriteMode::Direct => write::direct(&plan, self.run(&plan)).await,
+        }
     }
 
     /// Runs a parsed plan.

@@ -241,6 +241,19 @@ pub struct MountPlan {
     pub default_mode: u32,
     /// The pod's volume directory.
     pub target_path: PathBuf,
+    /// `fileOwnerUid` / `fileOwnerGid`: owner of the files (direct mode only).
+    pub owner: FileOwner,
+}
+
+/// Who owns the written files and directories (`fileOwnerUid`,
+/// `fileOwnerGid`). Only the provider's direct mode can honour it; unset
+/// means the provider's own user (root).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileOwner {
+    /// Numeric user ID.
+    pub uid: Option<u32>,
+    /// Numeric group ID.
+    pub gid: Option<u32>,
 }
 
 /// Parses a `MountRequest` into a plan, or says exactly which parameter is wrong.
@@ -297,6 +310,10 @@ pub fn parse(request: &MountRequest, defaults: &Defaults) -> Result<MountPlan, R
         templates: objects.templates,
         default_mode: parse_permission(&request.permission)?,
         target_path: PathBuf::from(&request.target_path),
+        owner: FileOwner {
+            uid: parse_id(&params, "fileOwnerUid", "user")?,
+            gid: parse_id(&params, "fileOwnerGid", "group")?,
+        },
     })
 }
 
@@ -570,6 +587,24 @@ fn parse_permission(raw: &str) -> Result<u32, RequestError> {
     Ok(mode)
 }
 
+/// A numeric user or group ID. `4294967295` is `-1` to `chown(2)` ("leave
+/// unchanged"), so it is refused rather than silently ignored.
+fn parse_id(params: &Params<'_>, key: &str, what: &str) -> Result<Option<u32>, RequestError> {
+    let Some(raw) = params.get(key) else {
+        return Ok(None);
+    };
+    raw.parse::<u32>()
+        .ok()
+        .filter(|id| raw.bytes().all(|b| b.is_ascii_digit()) && *id != u32::MAX)
+        .map(Some)
+        .ok_or_else(|| {
+            RequestError::invalid(
+                key,
+                format!("{raw:?} is not a numeric {what} ID (0 to 4294967294)"),
+            )
+        })
+}
+
 /// Go's `strconv.ParseBool`, which HashiCorp's provider uses.
 fn parse_go_bool(raw: &str) -> Option<bool> {
     match raw {
@@ -829,6 +864,40 @@ mod tests {
         assert_eq!(parse_permission("").unwrap(), 0o644);
         assert!(parse_permission("0644x").is_err());
         assert!(parse_permission("4096").is_err());
+    }
+
+    #[test]
+    fn file_owner_ids_are_numeric() {
+        let with = |uid: &str, gid: &str| {
+            parse(
+                &request(
+                    serde_json::json!({"roleId": "r", "objects": OBJECTS,
+                        "fileOwnerUid": uid, "fileOwnerGid": gid}),
+                    r#"{"secretId":"s"}"#,
+                ),
+                &defaults(),
+            )
+        };
+        assert_eq!(
+            with("1000", "").unwrap().owner,
+            FileOwner {
+                uid: Some(1000),
+                gid: None
+            }
+        );
+        assert_eq!(with("0", "65534").unwrap().owner.gid, Some(65534));
+        for (uid, gid, parameter) in [
+            ("-1", "", "fileOwnerUid"),
+            ("app", "", "fileOwnerUid"),
+            ("+5", "", "fileOwnerUid"),
+            ("4294967295", "", "fileOwnerUid"),
+            ("1000", "1e3", "fileOwnerGid"),
+            ("", "4294967296", "fileOwnerGid"),
+        ] {
+            let err = with(uid, gid).unwrap_err();
+            assert_eq!(err.parameter, parameter, "{uid:?} {gid:?}");
+            assert!(err.message.contains("numeric"), "{err}");
+        }
     }
 
     #[test]

@@ -44,7 +44,9 @@ pub enum VaultError {
     /// JWT rejected).
     #[error("Vault refused the login: {0}")]
     LoginRefused(String),
-    /// The token is valid but its policy does not allow the request.
+    /// The token is valid but its policy does not allow the request; or, at
+    /// login, the identity is valid but the role does not admit it (Kubernetes
+    /// auth: service account or namespace not bound).
     #[error("permission denied: {0}")]
     PermissionDenied(String),
     /// No secret, version or namespace at that path.
@@ -870,6 +872,19 @@ fn status_error(status: u16, body: &[u8], what: &str) -> VaultError {
     }
 }
 
+/// A login Vault answered with 400, 401 or 403. Vault uses 403 both for credentials
+/// it cannot verify (a bad or expired JWT: "permission denied") and for a valid
+/// identity the role does not admit (Kubernetes auth: "service account name not
+/// authorized", "namespace not authorized"). Only the second is a permission
+/// problem (`PermissionDenied`); everything else is a refused login.
+fn login_refused(code: u16, where_: &str, detail: &str) -> VaultError {
+    if code == 403 && detail.contains("not authorized") {
+        VaultError::PermissionDenied(with_detail(where_, detail))
+    } else {
+        VaultError::LoginRefused(with_detail(where_, detail))
+    }
+}
+
 fn login_error(err: ClientError, where_: &str) -> VaultError {
     use rustify::errors::ClientError as Rest;
     match err {
@@ -880,7 +895,7 @@ fn login_error(err: ClientError, where_: &str) -> VaultError {
                     .as_bytes(),
             );
             match code {
-                400 | 401 | 403 => VaultError::LoginRefused(with_detail(where_, &detail)),
+                400 | 401 | 403 => login_refused(code, where_, &detail),
                 404 => VaultError::NotFound(with_detail(
                     &format!("{where_} (is the auth mount or namespace right?)"),
                     &detail,
@@ -899,9 +914,7 @@ fn login_error(err: ClientError, where_: &str) -> VaultError {
         } => {
             let body = content.unwrap_or_default();
             match code {
-                400 | 401 | 403 => {
-                    VaultError::LoginRefused(with_detail(where_, &error_text(body.as_bytes())))
-                }
+                400 | 401 | 403 => login_refused(code, where_, &error_text(body.as_bytes())),
                 _ => status_error(code, body.as_bytes(), where_),
             }
         }
@@ -956,6 +969,42 @@ mod tests {
             status_error(418, b"", "x"),
             VaultError::Unexpected(_)
         ));
+    }
+
+    #[test]
+    fn a_role_that_does_not_admit_the_identity_is_permission_denied() {
+        let api = |code: u16, text: &str| ClientError::APIError {
+            code,
+            errors: vec![text.to_owned()],
+        };
+        // OpenBao's answers, observed against a real apiserver (tests/kubernetes.rs).
+        for text in [
+            "service account name not authorized",
+            "namespace not authorized",
+        ] {
+            assert!(
+                matches!(login_error(api(403, text), "auth/kubernetes"),
+                    VaultError::PermissionDenied(m) if m == format!("auth/kubernetes: {text}")),
+                "{text}"
+            );
+        }
+        for (code, text) in [
+            (403, "permission denied"),
+            (
+                403,
+                "invalid audience (aud) claim: audience claim does not match any expected audience",
+            ),
+            (400, "invalid role or secret ID"),
+            (400, "invalid role name \"nope\""),
+        ] {
+            assert!(
+                matches!(
+                    login_error(api(code, text), "x"),
+                    VaultError::LoginRefused(_)
+                ),
+                "{code} {text}"
+            );
+        }
     }
 
     #[test]

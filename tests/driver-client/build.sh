@@ -6,6 +6,10 @@
 #
 # Usage: tests/driver-client/build.sh OUTDIR
 #
+# The same two modules also pin the driver binary itself (their `tool` line):
+# tests/kubernetes/build.sh builds it from them, so the end-to-end tests run the
+# driver at exactly the version whose client these tests use.
+#
 # Go's caches live inside the project (default <repo>/.tools/go, which is
 # git-ignored); override with GOCACHE / GOMODCACHE / GOPATH or DRIVER_CLIENT_GO_DIR.
 # Modules come from the Go module proxy configured in the environment.

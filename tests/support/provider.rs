@@ -45,10 +45,50 @@ impl Provider {
     /// Starts the provider in an existing directory (e.g. to restart it with
     /// the same version key).
     pub fn start_in(dir: tempfile::TempDir, vault_addr: &str, extra: &[&str]) -> Provider {
+        Self::start_wrapped(dir, &[], vault_addr, extra)
+    }
+
+    /// Starts the provider with only the Linux `capabilities` given (e.g.
+    /// `["chown"]`; none at all when empty), as a DaemonSet that drops `ALL`
+    /// and adds those would.
+    pub fn start_with_capabilities(
+        capabilities: &[&str],
+        vault_addr: &str,
+        extra: &[&str],
+    ) -> Provider {
+        let dir = tempfile::Builder::new()
+            .prefix("vsp-provider.")
+            .tempdir()
+            .expect("tempdir");
+        let bounding: String = std::iter::once("-all".to_owned())
+            .chain(capabilities.iter().map(|c| format!("+{c}")))
+            .collect::<Vec<_>>()
+            .join(",");
+        let wrapper = ["setpriv", "--bounding-set", bounding.as_str(), "--"];
+        Self::start_wrapped(dir, &wrapper, vault_addr, extra)
+    }
+
+    /// Starts the provider as the last argument of `wrapper` (a program that
+    /// execs it, so the pid stays the provider's).
+    fn start_wrapped(
+        dir: tempfile::TempDir,
+        wrapper: &[&str],
+        vault_addr: &str,
+        extra: &[&str],
+    ) -> Provider {
         let log_path = dir.path().join(format!("provider-{}.log", unique_suffix()));
         let log = std::fs::File::create(&log_path).expect("create provider log");
         let socket = dir.path().join("vault.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_vault-secrets-provider"))
+        let binary = env!("CARGO_BIN_EXE_vault-secrets-provider");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             .arg("serve")
             .arg("--endpoint")
             .arg(&socket)
@@ -152,6 +192,16 @@ impl Provider {
         wait_with_timeout(&mut child, Duration::from_secs(60))
     }
 
+    /// SIGKILLs the provider (no cleanup of any kind runs) and waits for it.
+    /// Its stale socket is removed, so a restart in the same directory can
+    /// wait for the new one.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("provider still running");
+        signal(&child, "KILL");
+        wait_with_timeout(&mut child, Duration::from_secs(10));
+        let _ = std::fs::remove_file(self.socket());
+    }
+
     /// Stops the provider and hands back its directory (socket dir, version key).
     pub fn into_dir(mut self) -> tempfile::TempDir {
         if self.child.is_some() {
@@ -226,8 +276,7 @@ pub struct DriverClient {
     bin: PathBuf,
     /// Run as this uid (and gid) through `setpriv` (needs root).
     uid: Option<u32>,
-    /// Deadline of each call (`--timeout`), 60 s unless set.
-    timeout: Option<&'static str>,
+    timeout: &'static str,
 }
 
 /// What `MountContent` returned.
@@ -280,7 +329,7 @@ pub fn driver_clients() -> Vec<DriverClient> {
                 version,
                 bin,
                 uid: None,
-                timeout: None,
+                timeout: "60s",
             }
         })
         .collect()
@@ -296,12 +345,11 @@ impl DriverClient {
         }
     }
 
-    /// The same client with another deadline per call (e.g. `"5s"`).
-    pub fn with_timeout(&self, timeout: &'static str) -> DriverClient {
-        DriverClient {
-            timeout: Some(timeout),
-            ..self.clone()
-        }
+    /// The same client with another deadline per call (default 60s), e.g. so
+    /// a call to a killed provider gives up soon.
+    pub fn with_timeout(mut self, timeout: &'static str) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// Calls `Mount` through the driver's client; files land in `target`.
@@ -399,8 +447,7 @@ impl DriverClient {
             .arg(command)
             .arg("--providers-dir")
             .arg(providers_dir)
-            .args(["--provider", "vault", "--timeout"])
-            .arg(self.timeout.unwrap_or("60s"))
+            .args(["--provider", "vault", "--timeout", self.timeout])
             .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -452,12 +499,23 @@ pub struct Volume {
 impl Volume {
     /// A fresh, empty volume.
     pub fn new() -> Volume {
+        Self::with_size("16m")
+    }
+
+    /// A fresh, empty volume whose tmpfs holds at most `size` (e.g. `64m`).
+    pub fn with_size(size: &str) -> Volume {
         let dir = tempfile::Builder::new()
             .prefix("vsp-volume.")
             .tempdir()
             .expect("tempdir");
         let tmpfs = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
             .arg(dir.path())
             .stderr(Stdio::null())
             .status()
@@ -477,9 +535,7 @@ impl Volume {
 
     /// The visible files (following the writer's symlinks): path → (content, mode).
     pub fn files(&self) -> BTreeMap<String, (Vec<u8>, u32)> {
-        let mut files = BTreeMap::new();
-        collect(self.path(), self.path(), &mut files);
-        files
+        files_in(self.path())
     }
 
     /// One file's content as text.
@@ -498,6 +554,14 @@ impl Volume {
             .mode()
             & 0o7777
     }
+}
+
+/// The files a pod sees in a volume written by the driver's atomic writer
+/// (following its symlinks, skipping its `..data` bookkeeping): path → (content, mode).
+pub fn files_in(root: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
+    let mut files = BTreeMap::new();
+    collect(root, root, &mut files);
+    files
 }
 
 fn collect(root: &Path, dir: &Path, files: &mut BTreeMap<String, (Vec<u8>, u32)>) {

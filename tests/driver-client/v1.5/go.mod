@@ -45,7 +45,10 @@ require (
 	github.com/rogpeppe/go-internal v1.16.0 // indirect
 	github.com/spf13/pflag v1.0.5 // indirect
 	go.opentelemetry.io/otel v1.15.1 // indirect
+	go.opentelemetry.io/otel/exporters/prometheus v0.38.1 // indirect
 	go.opentelemetry.io/otel/metric v0.38.1 // indirect
+	go.opentelemetry.io/otel/sdk v1.15.1 // indirect
+	go.opentelemetry.io/otel/sdk/metric v0.38.1 // indirect
 	go.opentelemetry.io/otel/trace v1.15.1 // indirect
 	golang.org/x/crypto v0.46.0 // indirect
 	golang.org/x/net v0.47.0 // indirect
@@ -76,4 +79,6 @@ require (
 	sigs.k8s.io/yaml v1.3.0 // indirect
 )
 
-replace monis.app/mlog => ../third_party/mlog
+replace monis.app/mlog => ../../third_party/mlog
+
+tool sigs.k8s.io/secrets-store-csi-driver/cmd/secrets-store-csi-driver
