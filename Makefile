@@ -4,6 +4,8 @@
 #   make test    unit + integration tests against real OpenBao, the real driver client (v1.5 and v1.6)
 #                and, end to end, a local Kubernetes control plane with the real driver (v1.5 and v1.6)
 #   make lint    rustfmt and clippy
+#   make image   the container image (static musl binary, FROM scratch) via buildah, checked by
+#                running `--version` from it (scripts/build-image.sh)
 #
 # Everything the tests need (OpenBao, the driver's Go client, kube-apiserver, etcd and the
 # driver built from Go source) is installed into .tools/ by this Makefile; nothing is
@@ -25,7 +27,7 @@ export VSP_TEST_KUBE_APISERVER_BIN := $(K8S_TOOLS)/bin/kube-apiserver
 export VSP_TEST_CLUSTER_PKI_BIN := $(K8S_TOOLS)/bin/cluster-pki
 export VSP_TEST_K8S_TOOLS := $(K8S_TOOLS)
 
-.PHONY: all build test lint demo tools openbao driver-clients postgres k8s-tools clean
+.PHONY: all build test lint image demo tools openbao driver-clients postgres k8s-tools clean
 
 all: build
 
@@ -59,6 +61,9 @@ test: tools
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+image:
+	scripts/build-image.sh
 
 demo: openbao driver-clients
 	$(CARGO) build --locked
