@@ -14,8 +14,8 @@
 //!
 //! No kubectl or kustomize binary is at hand: [`render`] does what kustomize does for
 //! the few fields these kustomizations use (`resources`, `components`, `namespace`,
-//! `images`, `patches` with map-only strategic merge patches) and panics on any other
-//! field, so the rendering cannot silently diverge from kustomize's.
+//! `images`, `patches` with strategic merge patches of maps and name-keyed lists) and
+//! panics on anything else, so the rendering cannot silently diverge from kustomize's.
 
 mod support;
 
@@ -157,14 +157,28 @@ fn containers(object: &mut Value) -> Vec<&mut Value> {
     }
 }
 
-/// A strategic merge patch made of maps only, which merges like a JSON merge patch
-/// (lists would need the types' merge keys: refuse them rather than guess).
+/// A strategic merge patch: maps merge key by key; lists of maps with a `name`
+/// merge by name (the merge key of containers, env, volumes and volume mounts, the
+/// only lists these patches touch); other lists would need their types' patch
+/// strategies, so they are refused rather than guessed.
 fn strategic_merge(target: &mut Value, patch: &Value, file: &str) {
     match (target, patch) {
         (Value::Object(t), Value::Object(p)) => {
             for (key, value) in p {
                 match value {
-                    Value::Array(_) => panic!("{file}: lists in patches are not rendered here"),
+                    Value::Array(items) => {
+                        let list = t.entry(key.clone()).or_insert(json!([]));
+                        let list = list.as_array_mut().expect("a list patched by a list");
+                        for item in items {
+                            let name = item["name"].as_str().unwrap_or_else(|| {
+                                panic!("{file}: only lists merged by `name` are rendered here")
+                            });
+                            match list.iter_mut().find(|e| e["name"] == name) {
+                                Some(existing) => strategic_merge(existing, item, file),
+                                None => list.push(item.clone()),
+                            }
+                        }
+                    }
                     Value::Object(_) => strategic_merge(
                         t.entry(key.clone()).or_insert(Value::Object(Map::new())),
                         value,
@@ -391,10 +405,22 @@ async fn the_install_the_secret_sync_component_and_the_examples_apply() {
         ]
     );
     let stored = apply_all(kube, &with_sync).await;
+    let pod = &find(&stored, "DaemonSet")["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], true);
+    let containers = pod["containers"].as_array().unwrap();
     assert_eq!(
-        find(&stored, "DaemonSet")["spec"]["template"]["spec"]["automountServiceAccountToken"],
-        true
+        containers.len(),
+        1,
+        "the patch merged into the provider container"
     );
+    assert_eq!(
+        containers[0]["env"],
+        json!([
+            { "name": "VSP_VAULT_ADDR", "value": "https://vault.vault.svc:8200" },
+            { "name": "VSP_SYNC_SECRETS", "value": "true" }
+        ])
+    );
+    assert_eq!(containers[0]["image"], "vault-secrets-provider:0.1.0");
     // What the binding grants, as the apiserver's authorizer sees it.
     for (verb, allowed) in [
         ("create", true),
