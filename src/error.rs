@@ -173,7 +173,33 @@ mod tests {
 
     #[test]
     fn codes_follow_the_spec() {
+        let api = |status| {
+            MountError::Sync(SyncError::Api {
+                what: "apply Secret".into(),
+                status,
+                message: "x".into(),
+            })
+        };
         let cases = [
+            (
+                MountError::Sync(SyncError::NotOurs {
+                    namespace: "n".into(),
+                    name: "s".into(),
+                }),
+                Code::FailedPrecondition,
+            ),
+            (
+                MountError::Sync(SyncError::InvalidKey("a/b".into())),
+                Code::InvalidArgument,
+            ),
+            (api(403), Code::PermissionDenied),
+            (api(429), Code::Unavailable),
+            (api(503), Code::Unavailable),
+            (api(422), Code::Internal),
+            (
+                MountError::Sync(SyncError::Unreachable("x".into())),
+                Code::Unavailable,
+            ),
             (
                 MountError::Request(RequestError::invalid("objects", "x")),
                 Code::InvalidArgument,
