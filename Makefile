@@ -7,6 +7,8 @@
 #   make soak    minutes of Mounts with rotation and OpenBao restarts (SOAK_SECS, default 300)
 #   make fuzz    cargo-fuzz (nightly) on each parser target for FUZZ_SECS seconds (default 60)
 #   make audit   cargo deny (licences, bans, sources) and cargo audit (RustSec advisories)
+#   make image   the container image (static musl binary, FROM scratch) via buildah, checked by
+#                running `--version` from it (scripts/build-image.sh)
 #
 # Everything the tests need (OpenBao, the driver's Go client, kube-apiserver, etcd and the
 # driver built from Go source) is installed into .tools/ by this Makefile; nothing is
@@ -28,7 +30,7 @@ export VSP_TEST_KUBE_APISERVER_BIN := $(K8S_TOOLS)/bin/kube-apiserver
 export VSP_TEST_CLUSTER_PKI_BIN := $(K8S_TOOLS)/bin/cluster-pki
 export VSP_TEST_K8S_TOOLS := $(K8S_TOOLS)
 
-.PHONY: all build test lint demo tools openbao driver-clients postgres k8s-tools clean soak fuzz audit
+.PHONY: all build test lint image demo tools openbao driver-clients postgres k8s-tools clean soak fuzz audit
 
 SOAK_SECS ?= 300
 FUZZ_SECS ?= 60
@@ -85,6 +87,9 @@ audit:
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+image:
+	scripts/build-image.sh
 
 demo: openbao driver-clients
 	$(CARGO) build --locked

@@ -131,6 +131,26 @@ pub struct ServeArgs {
     #[arg(long, env = "VSP_VERSION_KEY_FILE")]
     pub version_key_file: Option<PathBuf>,
 
+    /// Provider-side Secret sync: a SecretProviderClass with `syncSecretName`
+    /// also gets its files server-side applied as that Secret in the pod's
+    /// namespace, owned by the pod. Needs RBAC (daemonset/secret-sync/).
+    #[arg(long, env = "VSP_SYNC_SECRETS")]
+    pub sync_secrets: bool,
+
+    /// Kubernetes API server for --sync-secrets (default: in-cluster,
+    /// `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`).
+    #[arg(long, env = "VSP_KUBE_API_SERVER")]
+    pub kube_api_server: Option<String>,
+
+    /// CA bundle of the API server (default: the service account's ca.crt).
+    #[arg(long, env = "VSP_KUBE_CA_FILE")]
+    pub kube_ca_file: Option<PathBuf>,
+
+    /// Bearer token file, re-read for every call (default: the service
+    /// account's token).
+    #[arg(long, env = "VSP_KUBE_TOKEN_FILE")]
+    pub kube_token_file: Option<PathBuf>,
+
     /// Vault flags.
     #[command(flatten, next_help_heading = "Vault")]
     pub vault: VaultArgs,

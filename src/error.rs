@@ -11,6 +11,7 @@ use tonic::{Code, Status};
 
 use crate::render::RenderError;
 use crate::request::{MountPlan, RequestError, Source};
+use crate::sync::SyncError;
 use crate::vault::VaultError;
 use crate::write::WriteError;
 
@@ -49,6 +50,9 @@ pub enum MountError {
     /// `--write-mode direct` could not write into the pod's volume.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// Provider-side sync (`syncSecretName`) could not apply the Secret.
+    #[error("syncSecretName: {0}")]
+    Sync(#[from] SyncError),
     /// The Mount did not finish within its deadline.
     #[error("timed out after {0:?} waiting for Vault")]
     Timeout(Duration),
@@ -97,6 +101,16 @@ impl MountError {
             }
             Self::Write(WriteError::NotTmpfs { .. }) => Code::FailedPrecondition,
             Self::Write(WriteError::Io { .. }) => Code::Internal,
+            Self::Sync(err) => match err {
+                SyncError::NotOurs { .. } => Code::FailedPrecondition,
+                SyncError::InvalidKey(_) => Code::InvalidArgument,
+                SyncError::Api { status: 403, .. } => Code::PermissionDenied,
+                SyncError::Api { status, .. } if *status == 429 || *status >= 500 => {
+                    Code::Unavailable
+                }
+                SyncError::Unreachable(_) => Code::Unavailable,
+                SyncError::Api { .. } | SyncError::Config(_) => Code::Internal,
+            },
             Self::Timeout(_) => Code::Unavailable,
             Self::TooLarge { .. } => Code::ResourceExhausted,
         }
@@ -159,7 +173,33 @@ mod tests {
 
     #[test]
     fn codes_follow_the_spec() {
+        let api = |status| {
+            MountError::Sync(SyncError::Api {
+                what: "apply Secret".into(),
+                status,
+                message: "x".into(),
+            })
+        };
         let cases = [
+            (
+                MountError::Sync(SyncError::NotOurs {
+                    namespace: "n".into(),
+                    name: "s".into(),
+                }),
+                Code::FailedPrecondition,
+            ),
+            (
+                MountError::Sync(SyncError::InvalidKey("a/b".into())),
+                Code::InvalidArgument,
+            ),
+            (api(403), Code::PermissionDenied),
+            (api(429), Code::Unavailable),
+            (api(503), Code::Unavailable),
+            (api(422), Code::Internal),
+            (
+                MountError::Sync(SyncError::Unreachable("x".into())),
+                Code::Unavailable,
+            ),
             (
                 MountError::Request(RequestError::invalid("objects", "x")),
                 Code::InvalidArgument,

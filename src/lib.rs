@@ -15,6 +15,8 @@
 //!   then renders files and versions, all or nothing.
 //! - [`render`]: Vault response → file bytes.
 //! - [`version`]: keyed object versions that reveal nothing of the content.
+//! - [`sync`]: provider-side sync: the files applied as a Kubernetes Secret
+//!   owned by the pod (`syncSecretName`, `serve --sync-secrets`).
 //! - [`write`]: `--write-mode direct`: the files written into the pod's tmpfs
 //!   by the provider itself, with the driver's atomic `..data` layout.
 //! - [`error`]: the one place where failures become gRPC status codes.
@@ -34,6 +36,7 @@ pub mod proto;
 pub mod render;
 pub mod request;
 pub mod server;
+pub mod sync;
 pub mod telemetry;
 pub mod vault;
 pub mod version;

@@ -12,6 +12,7 @@ use vault_secrets_provider::local;
 use vault_secrets_provider::mount::Provider;
 use vault_secrets_provider::request::VaultTarget;
 use vault_secrets_provider::server::{self, ServerConfig, Serving};
+use vault_secrets_provider::sync::{KubeConfig, SecretSync};
 use vault_secrets_provider::telemetry::{self, Health, LogFormat};
 use vault_secrets_provider::vault::{Vault, VaultConfig};
 use vault_secrets_provider::version::Versioner;
@@ -63,11 +64,19 @@ async fn serve(args: ServeArgs) -> Result<()> {
         address: defaults.vault_address.clone(),
         tls: defaults.tls.clone(),
     });
-    let provider = Arc::new(
-        Provider::new(vault, versioner, defaults)
-            .with_lease_capacity(args.lease_cache_size)
-            .with_write_mode(args.write_mode),
-    );
+    let mut provider = Provider::new(vault, versioner, defaults)
+        .with_lease_capacity(args.lease_cache_size)
+        .with_write_mode(args.write_mode);
+    if args.sync_secrets {
+        let config = KubeConfig::resolve(
+            args.kube_api_server.clone(),
+            args.kube_ca_file.clone(),
+            args.kube_token_file.clone(),
+        )?;
+        tracing::info!(server = %config.server, "provider-side Secret sync on");
+        provider = provider.with_secret_sync(SecretSync::new(config)?);
+    }
+    let provider = Arc::new(provider);
     if args.write_mode == WriteMode::Direct {
         tracing::info!(
             "--write-mode direct: the provider writes files into the pods' tmpfs volumes"

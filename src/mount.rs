@@ -16,7 +16,8 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use crate::error::MountError;
 use crate::proto::{File, MountRequest, MountResponse, ObjectVersion};
 use crate::render;
-use crate::request::{self, Defaults, Method, MountPlan, Source};
+use crate::request::{self, Defaults, Method, MountPlan, RequestError, Source};
+use crate::sync::SecretSync;
 use crate::vault::flight::{Flights, Role};
 use crate::vault::leases::{self, LeaseCache, LeaseKey};
 use crate::vault::{Identity, Origin, Token, Vault, VaultError};
@@ -80,6 +81,7 @@ pub struct Provider {
     leases: LeaseCache,
     reads: Flights<(Identity, Source), Result<Response, VaultError>>,
     write_mode: WriteMode,
+    secret_sync: Option<SecretSync>,
 }
 
 impl Provider {
@@ -92,6 +94,7 @@ impl Provider {
             leases: LeaseCache::new(DEFAULT_LEASE_CAPACITY),
             reads: Flights::default(),
             write_mode: WriteMode::Response,
+            secret_sync: None,
         }
     }
 
@@ -162,10 +165,34 @@ impl Provider {
         match self.write_mode {
             WriteMode::Response => {
                 write::response_mode_check(&plan)?;
-                self.run(&plan).await
+                self.run_and_sync(&plan).await
             }
-            WriteMode::Direct => write::direct(&plan, self.run(&plan)).await,
+            WriteMode::Direct => write::direct(&plan, self.run_and_sync(&plan)).await,
         }
+    }
+
+    /// Provider-side sync of `syncSecretName` Secrets (`serve --sync-secrets`).
+    pub fn with_secret_sync(mut self, sync: SecretSync) -> Self {
+        self.secret_sync = Some(sync);
+        self
+    }
+
+    /// Runs a plan, then applies its Secret if it asks for one: the Mount
+    /// succeeds only if both do.
+    async fn run_and_sync(&self, plan: &MountPlan) -> Result<MountResponse, MountError> {
+        let Some(target) = &plan.sync_secret else {
+            return self.run(plan).await;
+        };
+        let Some(sync) = &self.secret_sync else {
+            return Err(RequestError::invalid(
+                "syncSecretName",
+                "provider-side Secret sync is off on this provider (serve --sync-secrets)",
+            )
+            .into());
+        };
+        let response = self.run(plan).await?;
+        sync.apply(target, &response.files).await?;
+        Ok(response)
     }
 
     /// Runs a parsed plan.

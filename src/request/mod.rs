@@ -243,6 +243,22 @@ pub struct MountPlan {
     pub target_path: PathBuf,
     /// `fileOwnerUid` / `fileOwnerGid`: owner of the files (direct mode only).
     pub owner: FileOwner,
+    /// `syncSecretName`: also apply the files as this Secret (provider-side sync).
+    pub sync_secret: Option<SyncSecret>,
+}
+
+/// The Secret provider-side sync writes (`syncSecretName`), in the pod's
+/// namespace and owned by the pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncSecret {
+    /// The Secret's name.
+    pub name: String,
+    /// The pod's namespace (and the Secret's).
+    pub namespace: String,
+    /// The owner pod's name.
+    pub pod_name: String,
+    /// The owner pod's UID.
+    pub pod_uid: String,
 }
 
 /// Who owns the written files and directories (`fileOwnerUid`,
@@ -300,6 +316,7 @@ pub fn parse(request: &MountRequest, defaults: &Defaults) -> Result<MountPlan, R
         RequestError::invalid("objects", "is required: list the secrets to mount")
     })?;
     let objects = objects::parse(&objects_raw, namespace.as_ref())?;
+    let sync_secret = parse_sync_secret(&params, &pod)?;
 
     Ok(MountPlan {
         pod,
@@ -314,6 +331,7 @@ pub fn parse(request: &MountRequest, defaults: &Defaults) -> Result<MountPlan, R
             uid: parse_id(&params, "fileOwnerUid", "user")?,
             gid: parse_id(&params, "fileOwnerGid", "group")?,
         },
+        sync_secret,
     })
 }
 
@@ -347,6 +365,45 @@ fn check_sizes(
         }
     }
     Ok(())
+}
+
+/// `syncSecretName`: a Secret name (DNS subdomain), and the pod it belongs to.
+fn parse_sync_secret(
+    params: &Params<'_>,
+    pod: &PodInfo,
+) -> Result<Option<SyncSecret>, RequestError> {
+    const KEY: &str = "syncSecretName";
+    let Some(name) = params.get(KEY) else {
+        return Ok(None);
+    };
+    let valid = name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if !valid {
+        return Err(RequestError::invalid(
+            KEY,
+            format!("{name:?} is not a valid Secret name (lowercase DNS subdomain)"),
+        ));
+    }
+    match (&pod.namespace, &pod.name, &pod.uid) {
+        (Some(namespace), Some(pod_name), Some(pod_uid)) => Ok(Some(SyncSecret {
+            name,
+            namespace: namespace.clone(),
+            pod_name: pod_name.clone(),
+            pod_uid: pod_uid.clone(),
+        })),
+        _ => Err(RequestError::invalid(
+            KEY,
+            "needs the pod's namespace, name and uid, which the driver sends \
+             (csi.storage.k8s.io/pod.*)",
+        )),
+    }
 }
 
 /// SecretProviderClass parameters; empty values count as unset, as in
@@ -638,6 +695,45 @@ mod tests {
     }
 
     const OBJECTS: &str = "- objectName: a\n  secretPath: secret/data/a\n  secretKey: k\n";
+
+    #[test]
+    fn sync_secret_names_the_pod_as_owner() {
+        let mut attributes = serde_json::json!({
+            "roleId": "rid", "objects": OBJECTS, "syncSecretName": "app-vault",
+            "csi.storage.k8s.io/pod.name": "p", "csi.storage.k8s.io/pod.uid": "u",
+            "csi.storage.k8s.io/pod.namespace": "team-a",
+        });
+        let plan = parse(
+            &request(attributes.clone(), r#"{"secretId":"s"}"#),
+            &defaults(),
+        )
+        .unwrap();
+        assert_eq!(
+            plan.sync_secret,
+            Some(SyncSecret {
+                name: "app-vault".into(),
+                namespace: "team-a".into(),
+                pod_name: "p".into(),
+                pod_uid: "u".into(),
+            })
+        );
+        for bad in ["App", "a_b", "-a", "a..b", &"a".repeat(254)] {
+            attributes["syncSecretName"] = serde_json::json!(bad);
+            let err = parse(
+                &request(attributes.clone(), r#"{"secretId":"s"}"#),
+                &defaults(),
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("syncSecretName"), "{bad}: {err}");
+        }
+        attributes["syncSecretName"] = serde_json::json!("app-vault");
+        attributes
+            .as_object_mut()
+            .unwrap()
+            .remove("csi.storage.k8s.io/pod.uid");
+        let err = parse(&request(attributes, r#"{"secretId":"s"}"#), &defaults()).unwrap_err();
+        assert!(err.to_string().contains("uid"), "{err}");
+    }
 
     #[test]
     fn approle_with_role_id_parameter() {
