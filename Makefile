@@ -3,6 +3,8 @@
 #   make demo    run the provider against a dev OpenBao and mount a secret through the real driver client
 #   make test    unit + integration tests against real OpenBao and the real driver client (v1.5 and v1.6)
 #   make lint    rustfmt and clippy
+#   make bench   benchmarks against SPEC §11 (one OpenBao, release build); writes BENCHMARKS.md
+#                (not part of `make test`; `make bench-quick` is a smoke run that only prints)
 #
 # Everything the tests need (OpenBao, the driver's Go client) is installed into .tools/
 # by this Makefile; nothing is installed system-wide.
@@ -16,7 +18,7 @@ export GOPATH := $(TOOLS)/go/path
 
 DRIVER_CLIENTS := $(TOOLS)/bin/driver-client-v1.5 $(TOOLS)/bin/driver-client-v1.6
 
-.PHONY: all build test lint demo tools openbao driver-clients postgres clean
+.PHONY: all build test lint demo bench bench-quick tools openbao driver-clients postgres clean
 
 all: build
 
@@ -40,6 +42,15 @@ test: tools
 	$(CARGO) build --locked --all-targets
 	VSP_TEST_DRIVER_CLIENT_DIR=$(TOOLS)/bin VSP_TEST_PG_BIN=$$(scripts/install-postgres.sh) \
 		scripts/with-openbao.sh $(CARGO) test --locked --all-targets
+
+# benches/provider/ starts its own OpenBao (with an audit device, to count requests).
+BENCH_ENV = VSP_TEST_DRIVER_CLIENT_DIR=$(TOOLS)/bin VSP_TEST_BAO_BIN=$$(scripts/install-openbao.sh)
+
+bench: openbao driver-clients
+	$(BENCH_ENV) $(CARGO) bench --locked --bench provider -- --write BENCHMARKS.md
+
+bench-quick: openbao driver-clients
+	$(BENCH_ENV) $(CARGO) bench --locked --bench provider -- --quick
 
 lint:
 	$(CARGO) fmt --check
