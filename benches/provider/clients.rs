@@ -37,13 +37,22 @@ impl DriverClient {
         let dir = std::env::var("VSP_TEST_DRIVER_CLIENT_DIR")
             .expect("VSP_TEST_DRIVER_CLIENT_DIR is not set: run `make bench`");
         let bin = Path::new(&dir).join("driver-client-v1.6");
-        assert!(bin.exists(), "{} is missing: run `make bench`", bin.display());
+        assert!(
+            bin.exists(),
+            "{} is missing: run `make bench`",
+            bin.display()
+        );
         DriverClient { bin }
     }
 
     /// Runs `requests` over one client connection, `concurrency` in flight
     /// (`storm`); results in input order.
-    pub fn storm(&self, providers_dir: &Path, requests: &[Value], concurrency: usize) -> Vec<Outcome> {
+    pub fn storm(
+        &self,
+        providers_dir: &Path,
+        requests: &[Value],
+        concurrency: usize,
+    ) -> Vec<Outcome> {
         let mut child = Command::new(&self.bin)
             .arg("storm")
             .arg("--providers-dir")

@@ -30,13 +30,13 @@ use serde_json::Value;
 
 use clients::{Direct, DriverClient, Outcome, Volumes, logged_mount_micros, request, rss_kib};
 use report::{
-    Cold, Machine, Memory, Results, Rotation, STORM_OBJECTS, Scale, Storm, Warm, median,
+    Cached, Cold, Machine, Memory, Results, Rotation, STORM_OBJECTS, Scale, Storm, Warm, median,
     median_counts, percentile,
 };
 use support::provider::Provider;
 use vault::{
     Fixture, NAMESPACE, approle_attributes, approle_secrets, jwt_attributes, kv_name, kv_objects,
-    pki_objects,
+    pki_objects, template_objects,
 };
 
 fn main() -> ExitCode {
@@ -45,11 +45,17 @@ fn main() -> ExitCode {
         println!("benches/provider: run it with `make bench` or `make bench-quick`");
         return ExitCode::SUCCESS;
     }
-    let scale = if args.iter().any(|a| a == "--quick") {
+    let mut scale = if args.iter().any(|a| a == "--quick") {
         Scale::QUICK
     } else {
         Scale::FULL
     };
+    if let Some(i) = args.iter().position(|a| a == "--cached-pods") {
+        scale.cached_pods = args
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .expect("--cached-pods needs a number");
+    }
     let write = args
         .iter()
         .position(|a| a == "--write")
@@ -81,6 +87,9 @@ async fn run(scale: Scale) -> Results {
     let f = Fixture::start().await;
     let client = DriverClient::v1_6();
     let volumes = Volumes::new();
+    // Latency without the audit device's two log writes per request; it is
+    // turned on where Vault requests are counted (sections 3 to 5).
+    f.set_audit(false).await;
 
     progress("5. start-up and idle memory");
     let mut startup_ms = Vec::new();
@@ -102,6 +111,7 @@ async fn run(scale: Scale) -> Results {
     }
     progress("2. cold Mount");
     let cold = cold_mount(&f, &provider, &client, &volumes, &direct, scale).await;
+    f.set_audit(true).await;
     progress("3. pod storms");
     let storms = vec![
         storm(&f, &provider, &client, &volumes, scale, false).await,
@@ -116,8 +126,24 @@ async fn run(scale: Scale) -> Results {
         rotation(&f, &client, &volumes, scale, false).await,
     ];
 
-    progress(&format!("5. memory with {} cached pods", scale.cached_pods));
-    let memory = cached_memory(&f, &client, &volumes, scale, startup_ms, &idle, after_runs).await;
+    let mut cached = Vec::new();
+    for kind in [
+        PodKind::AppRoleCertificate,
+        PodKind::JwtToken,
+        PodKind::JwtCertificate,
+    ] {
+        progress(&format!("5. memory with {} cached pods", scale.cached_pods));
+        cached.push(cached_memory(&f, &client, &volumes, scale, kind).await);
+    }
+    let kib = |values: Vec<u64>| median(&values.into_iter().map(|v| v as f64).collect::<Vec<_>>());
+    let memory = Memory {
+        startup_ms,
+        idle_rss: kib(idle.iter().map(|i| i.0).collect()),
+        idle_hwm: kib(idle.iter().map(|i| i.1).collect()),
+        after_runs_rss: after_runs.0 as f64,
+        after_runs_hwm: after_runs.1 as f64,
+        cached,
+    };
 
     let machine = machine(load_before, volumes.is_tmpfs());
     Results {
@@ -165,6 +191,16 @@ async fn warm_latency(
     let attributes = approle_attributes(&f.role_ids[0], &kv_objects(objects), &pod);
     let one = request(&attributes, &approle_secrets(&secret_id), &volumes.of(&pod));
     let requests = vec![one; scale.samples];
+    // The floor: the same files from template objects, so no Vault request.
+    let floor_attributes = approle_attributes(&f.role_ids[0], &template_objects(objects), &pod);
+    let floor = vec![
+        request(
+            &floor_attributes,
+            &approle_secrets(&secret_id),
+            &volumes.of(&pod)
+        );
+        scale.samples
+    ];
     let token = direct.login(&f.role_ids[0], &secret_id).await;
     let paths: Vec<String> = (1..=objects)
         .map(|i| format!("secret/data/{}", kv_name(i)))
@@ -172,14 +208,19 @@ async fn warm_latency(
 
     // Warm-up: the provider's token and connections, the direct pool.
     assert_all_ok(
-        &run_storm(client, provider.providers_dir(), &requests[..20.min(requests.len())], 1),
+        &run_storm(
+            client,
+            provider.providers_dir(),
+            &requests[..20.min(requests.len())],
+            1,
+        ),
         "warm-up",
     );
     for _ in 0..20 {
         direct.read_all(&token, &paths).await;
     }
 
-    let mut per_rep: Vec<[f64; 7]> = Vec::new();
+    let mut per_rep: Vec<[f64; 8]> = Vec::new();
     for _ in 0..scale.reps {
         let mut direct_us = Vec::with_capacity(scale.samples);
         for _ in 0..scale.samples {
@@ -194,7 +235,10 @@ async fn warm_latency(
         let (d50, d99) = (percentile(&direct_us, 0.5), percentile(&direct_us, 0.99));
         let (m50, m99) = (percentile(&mount_us, 0.5), percentile(&mount_us, 0.99));
         let p50 = percentile(&provider_us, 0.5);
-        per_rep.push([d50, d99, m50, m99, p50, m50 / d50, m99 / d99]);
+        let floor_outcomes = run_storm(client, provider.providers_dir(), &floor, 1);
+        assert_all_ok(&floor_outcomes, "Mount floor");
+        let f50 = percentile(&micros(&floor_outcomes), 0.5);
+        per_rep.push([d50, d99, m50, m99, p50, m50 / d50, m99 / d99, f50]);
     }
     let col = |i: usize| median(&per_rep.iter().map(|r| r[i]).collect::<Vec<_>>());
     Warm {
@@ -207,6 +251,13 @@ async fn warm_latency(
         ratio_p50: col(5),
         ratio_p99: col(6),
         provider_ratio_p50: median(&per_rep.iter().map(|r| r[4] / r[0]).collect::<Vec<_>>()),
+        floor_p50: col(7),
+        above_floor_ratio_p50: median(
+            &per_rep
+                .iter()
+                .map(|r| (r[2] - r[7]) / r[0])
+                .collect::<Vec<_>>(),
+        ),
     }
 }
 
@@ -240,10 +291,10 @@ async fn cold_mount(
             direct.read_all(&token, &paths).await;
             direct_us.push(started.elapsed().as_secs_f64() * 1e6);
         }
-        let mark = f.audit.mark();
+        let tokens_before = f.token_count().await;
         let outcomes = run_storm(client, provider.providers_dir(), &requests, 1);
         assert_all_ok(&outcomes, "cold Mount");
-        logins += f.audit.since(mark).logins;
+        logins += f.token_count().await - tokens_before;
         mounts += outcomes.len();
         let mount_us = micros(&outcomes);
         let (d50, m50) = (percentile(&direct_us, 0.5), percentile(&mount_us, 0.5));
@@ -291,7 +342,12 @@ async fn storm(
             })
             .collect();
         let mark = f.audit.mark();
-        let outcomes = run_storm(client, provider.providers_dir(), &requests, scale.storm_pods);
+        let outcomes = run_storm(
+            client,
+            provider.providers_dir(),
+            &requests,
+            scale.storm_pods,
+        );
         counts.push(f.audit.since(mark));
         for o in outcomes.iter().filter(|o| !o.ok) {
             failures += 1;
@@ -349,14 +405,24 @@ async fn rotation(
         .collect();
     // The pods start.
     assert_all_ok(
-        &run_storm(client, provider.providers_dir(), &requests, ROTATION_CONCURRENCY),
+        &run_storm(
+            client,
+            provider.providers_dir(),
+            &requests,
+            ROTATION_CONCURRENCY,
+        ),
         "rotation: first Mounts",
     );
     let (mut minutes, mut seconds) = (Vec::new(), Vec::new());
     for _ in 0..scale.rotation_minutes {
         let mark = f.audit.mark();
         let started = Instant::now();
-        let outcomes = run_storm(client, provider.providers_dir(), &requests, ROTATION_CONCURRENCY);
+        let outcomes = run_storm(
+            client,
+            provider.providers_dir(),
+            &requests,
+            ROTATION_CONCURRENCY,
+        );
         seconds.push(started.elapsed().as_secs_f64());
         assert_all_ok(&outcomes, "rotation poll");
         minutes.push(f.audit.since(mark));
@@ -368,24 +434,54 @@ async fn rotation(
     }
 }
 
+/// What the cached pods mount and how they log in.
+#[derive(Clone, Copy)]
+enum PodKind {
+    /// AppRole (2 identities) + a certificate: only the certificate cache grows.
+    AppRoleCertificate,
+    /// JWT + KV only: only the token cache grows.
+    JwtToken,
+    /// JWT + a certificate: both grow.
+    JwtCertificate,
+}
+
 async fn cached_memory(
     f: &Fixture,
     client: &DriverClient,
     volumes: &Volumes,
     scale: Scale,
-    startup_ms: Vec<f64>,
-    idle: &[(u64, u64)],
-    after_runs: (u64, u64),
-) -> Memory {
+    kind: PodKind,
+) -> Cached {
     let provider = Provider::start(&f.bao.addr, &["--log-level", "info"]);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (empty_rss, _) = rss_kib(provider.pid());
-    let objects = pki_objects();
+    let secret_ids = [f.secret_id(0).await, f.secret_id(1).await];
+    let (label, tag) = match kind {
+        PodKind::AppRoleCertificate => ("AppRole, a certificate each", "mem-cert"),
+        PodKind::JwtToken => ("JWT, a token each", "mem-token"),
+        PodKind::JwtCertificate => ("JWT, a token and a certificate each", "mem-both"),
+    };
     let requests: Vec<Value> = (0..scale.cached_pods)
         .map(|i| {
-            let pod = format!("cached-{i}");
-            let attributes = jwt_attributes(&objects, &pod, &f.pod_jwt(&pod));
-            request(&attributes, "null", &volumes.of(&pod))
+            let pod = format!("{tag}-{i}");
+            let volume = volumes.of(&pod);
+            match kind {
+                PodKind::AppRoleCertificate => request(
+                    &approle_attributes(&f.role_ids[i % 2], &pki_objects(), &pod),
+                    &approle_secrets(&secret_ids[i % 2]),
+                    &volume,
+                ),
+                PodKind::JwtToken => request(
+                    &jwt_attributes(&kv_objects(1), &pod, &f.pod_jwt(&pod)),
+                    "null",
+                    &volume,
+                ),
+                PodKind::JwtCertificate => request(
+                    &jwt_attributes(&pki_objects(), &pod, &f.pod_jwt(&pod)),
+                    "null",
+                    &volume,
+                ),
+            }
         })
         .collect();
     let mark = f.audit.mark();
@@ -401,20 +497,15 @@ async fn cached_memory(
         .find_map(|l| l.strip_prefix("vsp_token_cache_entries "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
-    let kib = |values: Vec<u64>| median(&values.into_iter().map(|v| v as f64).collect::<Vec<_>>());
-    Memory {
-        startup_ms,
-        idle_rss: kib(idle.iter().map(|i| i.0).collect()),
-        idle_hwm: kib(idle.iter().map(|i| i.1).collect()),
-        after_runs_rss: after_runs.0 as f64,
-        after_runs_hwm: after_runs.1 as f64,
-        cached_pods: scale.cached_pods,
-        cached_failures: outcomes.iter().filter(|o| !o.ok).count(),
-        cached_audit: audit,
+    Cached {
+        label,
+        pods: scale.cached_pods,
+        failures: outcomes.iter().filter(|o| !o.ok).count(),
+        audit,
         token_entries,
-        cached_rss: rss as f64,
-        cached_hwm: hwm as f64,
-        cached_empty_rss: empty_rss as f64,
+        empty_rss: empty_rss as f64,
+        rss: rss as f64,
+        hwm: hwm as f64,
         fill_seconds,
     }
 }
@@ -437,7 +528,10 @@ fn machine(load_before: String, tmpfs: bool) -> Machine {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".to_owned());
     let free = command_line("free", &["-h"]);
     let memory = free
@@ -445,7 +539,11 @@ fn machine(load_before: String, tmpfs: bool) -> Machine {
         .find(|l| l.starts_with("Mem:"))
         .map(|l| {
             let cols: Vec<&str> = l.split_whitespace().collect();
-            format!("{} / {}", cols.get(1).unwrap_or(&"?"), cols.get(6).unwrap_or(&"?"))
+            format!(
+                "{} / {}",
+                cols.get(1).unwrap_or(&"?"),
+                cols.get(6).unwrap_or(&"?")
+            )
         })
         .unwrap_or_default();
     let bao_bin = std::env::var("VSP_TEST_BAO_BIN").unwrap_or_default();

@@ -37,18 +37,13 @@ impl Fixture {
             .prefix("vsp-bench.")
             .tempdir()
             .expect("tempdir");
-        let audit_log = dir.path().join("audit.log");
-        let config = dir.path().join("audit.hcl");
-        // OpenBao accepts audit devices only from its configuration file.
-        std::fs::write(
-            &config,
-            format!(
-                "audit \"file\" \"count\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
-                audit_log.display()
-            ),
-        )
-        .expect("write audit config");
-        let bao = OpenBao::start_private_with(&[format!("-config={}", config.display())]).await;
+        let audit = Audit {
+            path: dir.path().join("audit.log"),
+            config: dir.path().join("audit.hcl"),
+        };
+        audit.write_config(true);
+        let bao =
+            OpenBao::start_private_with(&[format!("-config={}", audit.config.display())]).await;
 
         let ns = NAMESPACE;
         bao.create_namespace(ns).await;
@@ -128,12 +123,48 @@ path "pki/issue/app" { capabilities = ["update"] }"#,
 
         Fixture {
             bao,
-            audit: Audit { path: audit_log },
+            audit,
             role_ids: role_ids.try_into().expect("two roles"),
             jwt_key: jsonwebtoken::EncodingKey::from_ec_pem(private_pem.as_bytes())
                 .expect("EC key"),
             _dir: dir,
         }
+    }
+
+    /// Turns the audit device on or off: OpenBao manages audit devices only
+    /// from its configuration file, and reloads it on SIGHUP. Latency runs
+    /// go without it (it writes two log lines per request).
+    pub async fn set_audit(&self, on: bool) {
+        self.audit.write_config(on);
+        let pid = self.bao.pid().expect("OpenBao runs");
+        let sent = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -HUP {pid}");
+        for _ in 0..200 {
+            let devices = self.bao.api("GET", "", "sys/audit", None).await;
+            if devices["data"].get("count/").is_some() == on {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!(
+            "OpenBao did not turn its audit device {}",
+            if on { "on" } else { "off" }
+        );
+    }
+
+    /// Tokens that exist in the bench namespace (one per login so far).
+    pub async fn token_count(&self) -> usize {
+        let (status, body) = self
+            .bao
+            .api_status("LIST", NAMESPACE, "auth/token/accessors", None)
+            .await;
+        if status == 404 {
+            return 0;
+        }
+        body["data"]["keys"].as_array().map_or(0, Vec::len)
     }
 
     /// A fresh secret ID for role `app-a` (`which` = 0) or `app-b` (1): a new
@@ -185,6 +216,20 @@ pub fn kv_objects(n: usize) -> String {
         .map(|i| {
             let name = kv_name(i);
             format!("- objectName: {name}\n  secretPath: secret/data/{name}\n  secretKey: value\n")
+        })
+        .collect()
+}
+
+/// `objects` with `n` template objects of static text, as long as a KV
+/// value: the same files as [`kv_objects`] but nothing to read from Vault.
+pub fn template_objects(n: usize) -> String {
+    (1..=n)
+        .map(|i| {
+            format!(
+                "- objectName: {}\n  template: '{}'\n",
+                kv_name(i),
+                "x".repeat(32)
+            )
         })
         .collect()
 }
@@ -258,9 +303,23 @@ impl Counts {
 /// OpenBao's file audit device: one JSON line per request and per response.
 pub struct Audit {
     path: PathBuf,
+    /// The server's `-config` file, which declares the device.
+    config: PathBuf,
 }
 
 impl Audit {
+    fn write_config(&self, on: bool) {
+        let stanza = if on {
+            format!(
+                "audit \"file\" \"count\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
+                self.path.display()
+            )
+        } else {
+            String::new()
+        };
+        std::fs::write(&self.config, stanza).expect("write OpenBao config");
+    }
+
     /// A position in the log, before some work.
     pub fn mark(&self) -> u64 {
         std::fs::metadata(&self.path).map_or(0, |m| m.len())
@@ -271,7 +330,8 @@ impl Audit {
         use std::io::{Read as _, Seek as _};
         let mut tail = Vec::new();
         if let Ok(mut file) = std::fs::File::open(&self.path) {
-            file.seek(std::io::SeekFrom::Start(mark)).expect("seek audit log");
+            file.seek(std::io::SeekFrom::Start(mark))
+                .expect("seek audit log");
             file.read_to_end(&mut tail).expect("read audit log");
         }
         let mut counts = Counts::default();
@@ -300,7 +360,14 @@ impl Audit {
 fn signing_key(dir: &Path) -> (String, String) {
     let key = dir.join("jwt-key.pem");
     let ok = Command::new("openssl")
-        .args(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
         .arg(&key)
         .status()
         .expect("run openssl")
