@@ -256,6 +256,17 @@ pub fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// CPU time a process has used so far, over all its threads
+/// (`/proc/<pid>/task/*/schedstat`, nanoseconds on a CPU).
+pub fn cpu_ns(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("read tasks")
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// Starts the provider binary and times it from spawn to its first answered
 /// gRPC `Version` on the socket, polling every 0.5 ms. Returns the time and
 /// the running process (killed on drop).

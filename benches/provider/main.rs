@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use clients::{Direct, DriverClient, Outcome, Volumes, logged_mount_micros, request, rss_kib};
+use clients::{
+    Direct, DriverClient, Outcome, Volumes, cpu_ns, logged_mount_micros, request, rss_kib,
+};
 use report::{
     Cached, Cold, Machine, Memory, Results, Rotation, STORM_OBJECTS, Scale, Storm, Warm, median,
     median_counts, percentile,
@@ -220,14 +222,16 @@ async fn warm_latency(
         direct.read_all(&token, &paths).await;
     }
 
-    let mut per_rep: Vec<[f64; 8]> = Vec::new();
+    let mut per_rep: Vec<[f64; 9]> = Vec::new();
     for _ in 0..scale.reps {
         let mut direct_us = Vec::with_capacity(scale.samples);
         for _ in 0..scale.samples {
             direct_us.push(direct.read_all(&token, &paths).await.as_secs_f64() * 1e6);
         }
         let log_from = provider.log().len();
+        let cpu_before = cpu_ns(provider.pid());
         let outcomes = run_storm(client, provider.providers_dir(), &requests, 1);
+        let cpu_us = (cpu_ns(provider.pid()) - cpu_before) as f64 / 1e3 / scale.samples as f64;
         assert_all_ok(&outcomes, "warm Mount");
         let mount_us = micros(&outcomes);
         let provider_us = logged_mount_micros(&provider.log(), log_from);
@@ -238,7 +242,7 @@ async fn warm_latency(
         let floor_outcomes = run_storm(client, provider.providers_dir(), &floor, 1);
         assert_all_ok(&floor_outcomes, "Mount floor");
         let f50 = percentile(&micros(&floor_outcomes), 0.5);
-        per_rep.push([d50, d99, m50, m99, p50, m50 / d50, m99 / d99, f50]);
+        per_rep.push([d50, d99, m50, m99, p50, m50 / d50, m99 / d99, f50, cpu_us]);
     }
     let col = |i: usize| median(&per_rep.iter().map(|r| r[i]).collect::<Vec<_>>());
     Warm {
@@ -252,6 +256,7 @@ async fn warm_latency(
         ratio_p99: col(6),
         provider_ratio_p50: median(&per_rep.iter().map(|r| r[4] / r[0]).collect::<Vec<_>>()),
         floor_p50: col(7),
+        provider_cpu: col(8),
         above_floor_ratio_p50: median(
             &per_rep
                 .iter()

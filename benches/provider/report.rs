@@ -95,6 +95,8 @@ pub struct Warm {
     pub provider_ratio_p50: f64,
     /// The same Mount path and files with nothing to read.
     pub floor_p50: f64,
+    /// CPU the provider process spent per Mount (all threads), µs.
+    pub provider_cpu: f64,
     /// (Mount − floor) / direct.
     pub above_floor_ratio_p50: f64,
 }
@@ -336,7 +338,8 @@ impl Results {
              provider's whole Mount, and the driver's atomic write of the files into the pod's volume. Process \
              start-up and the socket dial are excluded.\n\
              - **provider**: the provider's own time for the Mount (`duration_ms` of its `mount succeeded` line: \
-             request parsing, token cache, Vault reads, rendering, versions).\n\
+             request parsing, token cache, Vault reads, rendering, versions); **provider CPU**: the CPU time \
+             its process spent per Mount (all threads, from `/proc/<pid>/task/*/schedstat`), gRPC included.\n\
              - **floor**: a Mount of N template objects of static text instead (the same files, no Vault request): \
              the fixed cost of any Mount — gRPC round trip over the socket, parsing, the driver's atomic write. \
              **above floor** = (Mount − floor) / direct: what the reads cost inside a Mount, against doing them directly.\n\
@@ -347,20 +350,21 @@ impl Results {
         .unwrap();
         writeln!(
             w,
-            "| objects | direct p50 | direct p99 | Mount p50 | Mount p99 | provider p50 | floor p50 | Mount/direct p50 | Mount/direct p99 | provider/direct p50 | above floor p50 |"
+            "| objects | direct p50 | direct p99 | Mount p50 | Mount p99 | provider p50 | provider CPU | floor p50 | Mount/direct p50 | Mount/direct p99 | provider/direct p50 | above floor p50 |"
         )
         .unwrap();
-        writeln!(w, "|---|---|---|---|---|---|---|---|---|---|---|").unwrap();
+        writeln!(w, "|---|---|---|---|---|---|---|---|---|---|---|---|").unwrap();
         for r in &self.warm {
             writeln!(
                 w,
-                "| {} | {} | {} | {} | {} | {} | {} | {:.2}x | {:.2}x | {:.2}x | {:.2}x |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.2}x | {:.2}x | {:.2}x | {:.2}x |",
                 r.objects,
                 us(r.direct_p50),
                 us(r.direct_p99),
                 us(r.mount_p50),
                 us(r.mount_p99),
                 us(r.provider_p50),
+                us(r.provider_cpu),
                 us(r.floor_p50),
                 r.ratio_p50,
                 r.ratio_p99,
