@@ -110,15 +110,27 @@ async fn run(scale: Scale) -> Results {
     for objects in [1, 5, 20] {
         progress(&format!("1. warm Mount latency, {objects} object(s)"));
         warm.push(warm_latency(&f, &provider, &client, &volumes, &direct, objects, scale).await);
+        progress(&format!(
+            "   provider VmRSS/VmHWM {:?} KiB",
+            rss_kib(provider.pid())
+        ));
     }
     progress("2. cold Mount");
     let cold = cold_mount(&f, &provider, &client, &volumes, &direct, scale).await;
+    progress(&format!(
+        "   provider VmRSS/VmHWM {:?} KiB",
+        rss_kib(provider.pid())
+    ));
     f.set_audit(true).await;
     progress("3. pod storms");
-    let storms = vec![
-        storm(&f, &provider, &client, &volumes, scale, false).await,
-        storm(&f, &provider, &client, &volumes, scale, true).await,
-    ];
+    let mut storms = Vec::new();
+    for jwt in [false, true] {
+        storms.push(storm(&f, &provider, &client, &volumes, scale, jwt).await);
+        progress(&format!(
+            "   provider VmRSS/VmHWM {:?} KiB",
+            rss_kib(provider.pid())
+        ));
+    }
     let after_runs = rss_kib(provider.pid());
     drop(provider);
 
