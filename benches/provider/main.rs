@@ -234,7 +234,7 @@ async fn warm_latency(
         direct.read_all(&token, &paths).await;
     }
 
-    let mut per_rep: Vec<[f64; 9]> = Vec::new();
+    let mut per_rep: Vec<[f64; 10]> = Vec::new();
     for _ in 0..scale.reps {
         let mut direct_us = Vec::with_capacity(scale.samples);
         for _ in 0..scale.samples {
@@ -251,10 +251,23 @@ async fn warm_latency(
         let (d50, d99) = (percentile(&direct_us, 0.5), percentile(&direct_us, 0.99));
         let (m50, m99) = (percentile(&mount_us, 0.5), percentile(&mount_us, 0.99));
         let p50 = percentile(&provider_us, 0.5);
+        let log_from = provider.log().len();
         let floor_outcomes = run_storm(client, provider.providers_dir(), &floor, 1);
         assert_all_ok(&floor_outcomes, "Mount floor");
         let f50 = percentile(&micros(&floor_outcomes), 0.5);
-        per_rep.push([d50, d99, m50, m99, p50, m50 / d50, m99 / d99, f50, cpu_us]);
+        let floor_provider = percentile(&logged_mount_micros(&provider.log(), log_from), 0.5);
+        per_rep.push([
+            d50,
+            d99,
+            m50,
+            m99,
+            p50,
+            m50 / d50,
+            m99 / d99,
+            f50,
+            cpu_us,
+            floor_provider,
+        ]);
     }
     let col = |i: usize| median(&per_rep.iter().map(|r| r[i]).collect::<Vec<_>>());
     Warm {
@@ -269,6 +282,7 @@ async fn warm_latency(
         provider_ratio_p50: median(&per_rep.iter().map(|r| r[4] / r[0]).collect::<Vec<_>>()),
         floor_p50: col(7),
         provider_cpu: col(8),
+        floor_provider_p50: col(9),
         above_floor_ratio_p50: median(
             &per_rep
                 .iter()

@@ -95,6 +95,8 @@ pub struct Warm {
     pub provider_ratio_p50: f64,
     /// The same Mount path and files with nothing to read.
     pub floor_p50: f64,
+    /// The provider's own time for a floor Mount.
+    pub floor_provider_p50: f64,
     /// CPU the provider process spent per Mount (all threads), µs.
     pub provider_cpu: f64,
     /// (Mount − floor) / direct.
@@ -341,7 +343,8 @@ impl Results {
              request parsing, token cache, Vault reads, rendering, versions); **provider CPU**: the CPU time \
              its process spent per Mount (all threads, from `/proc/<pid>/task/*/schedstat`), gRPC included.\n\
              - **floor**: a Mount of N template objects of static text instead (the same files, no Vault request): \
-             the fixed cost of any Mount — gRPC round trip over the socket, parsing, the driver's atomic write. \
+             the fixed cost of any Mount — gRPC round trip over the socket, parsing, the driver's atomic write; \
+             in brackets the provider's own time for it. \
              **above floor** = (Mount − floor) / direct: what the reads cost inside a Mount, against doing them directly.\n\
              - Ratios are taken inside each repetition (direct and Mount measured back to back), then the median \
              of the repetitions is shown.\n",
@@ -365,7 +368,7 @@ impl Results {
                 us(r.mount_p99),
                 us(r.provider_p50),
                 us(r.provider_cpu),
-                us(r.floor_p50),
+                format!("{} ({})", us(r.floor_p50), us(r.floor_provider_p50)),
                 r.ratio_p50,
                 r.ratio_p99,
                 r.provider_ratio_p50,
