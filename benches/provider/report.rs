@@ -360,7 +360,7 @@ impl Results {
         for r in &self.warm {
             writeln!(
                 w,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.2}x | {:.2}x | {:.2}x | {:.2}x |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} ({}) | {:.2}x | {:.2}x | {:.2}x | {:.2}x |",
                 r.objects,
                 us(r.direct_p50),
                 us(r.direct_p99),
@@ -368,7 +368,8 @@ impl Results {
                 us(r.mount_p99),
                 us(r.provider_p50),
                 us(r.provider_cpu),
-                format!("{} ({})", us(r.floor_p50), us(r.floor_provider_p50)),
+                us(r.floor_p50),
+                us(r.floor_provider_p50),
                 r.ratio_p50,
                 r.ratio_p99,
                 r.provider_ratio_p50,
