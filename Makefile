@@ -9,6 +9,8 @@
 #   make audit   cargo deny (licences, bans, sources) and cargo audit (RustSec advisories)
 #   make image   the container image (static musl binary, FROM scratch) via buildah, checked by
 #                running `--version` from it (scripts/build-image.sh)
+#   make bench   benchmarks against SPEC §11 (one OpenBao, release build); writes BENCHMARKS.md
+#                (not part of `make test`; `make bench-quick` is a smoke run that only prints)
 #
 # Everything the tests need (OpenBao, the driver's Go client, kube-apiserver, etcd and the
 # driver built from Go source) is installed into .tools/ by this Makefile; nothing is
@@ -30,7 +32,7 @@ export VSP_TEST_KUBE_APISERVER_BIN := $(K8S_TOOLS)/bin/kube-apiserver
 export VSP_TEST_CLUSTER_PKI_BIN := $(K8S_TOOLS)/bin/cluster-pki
 export VSP_TEST_K8S_TOOLS := $(K8S_TOOLS)
 
-.PHONY: all build test lint image demo tools openbao driver-clients postgres k8s-tools clean soak fuzz audit
+.PHONY: all build test lint image demo bench bench-quick tools openbao driver-clients postgres k8s-tools clean soak fuzz audit
 
 SOAK_SECS ?= 300
 FUZZ_SECS ?= 60
@@ -83,6 +85,15 @@ fuzz:
 
 audit:
 	scripts/audit.sh
+
+# benches/provider/ starts its own OpenBao (with an audit device, to count requests).
+BENCH_ENV = VSP_TEST_DRIVER_CLIENT_DIR=$(TOOLS)/bin VSP_TEST_BAO_BIN=$$(scripts/install-openbao.sh)
+
+bench: openbao driver-clients
+	$(BENCH_ENV) $(CARGO) bench --locked --bench provider -- --write BENCHMARKS.md
+
+bench-quick: openbao driver-clients
+	$(BENCH_ENV) $(CARGO) bench --locked --bench provider -- --quick
 
 lint:
 	$(CARGO) fmt --check

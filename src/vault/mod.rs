@@ -36,6 +36,11 @@ pub use tokens::{Identity, Origin, Refresh, Token, TokenCache};
 const MAX_RESPONSE_BYTES: usize = 8 << 20;
 /// Longest Vault error text we repeat in a message.
 const MAX_ERROR_TEXT: usize = 300;
+/// Most requests to Vault in flight at once, over all Mounts; also the idle
+/// connections each pool keeps, so a pod storm reuses that many connections
+/// instead of opening one per request (200 pods of JWT identities once opened
+/// about 1,000 at a time: tens of MiB, and a connection storm on Vault).
+const MAX_IN_FLIGHT: usize = 64;
 
 /// A failed Vault interaction, by what the pod owner should do about it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -80,6 +85,8 @@ pub struct VaultConfig {
 pub struct Vault {
     pools: Mutex<HashMap<PoolKey, Endpoint>>,
     tokens: TokenCache,
+    /// Permits for [`MAX_IN_FLIGHT`] requests.
+    in_flight: tokio::sync::Semaphore,
     config: VaultConfig,
     /// Retries of transient failures (see [`retry`]).
     retry: RetryPolicy,
@@ -94,6 +101,7 @@ impl Vault {
         Self {
             pools: Mutex::new(HashMap::new()),
             tokens: TokenCache::new(config.token_cache_size),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
             inert_settings: VaultClientSettings {
                 address: url::Url::parse("http://127.0.0.1:8200").expect("static URL"),
                 ca_certs: Vec::new(),
@@ -152,6 +160,7 @@ impl Vault {
             return Refresh::Login;
         };
         let increment = format!("{}s", token.ttl.as_secs().max(1));
+        let _permit = self.permit().await;
         match vaultrs::token::renew_self(&scope, Some(&increment)).await {
             Ok(info) if info.lease_duration > 0 => {
                 tracing::debug!(ttl_s = info.lease_duration, "renewed Vault token");
@@ -183,6 +192,7 @@ impl Vault {
         else {
             return false;
         };
+        let _permit = self.permit().await;
         match vaultrs::token::revoke_self(&scope).await {
             Ok(()) => true,
             Err(err) => {
@@ -217,6 +227,14 @@ impl Vault {
         })
     }
 
+    /// Waits for one of the [`MAX_IN_FLIGHT`] request slots.
+    async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.in_flight
+            .acquire()
+            .await
+            .expect("the request semaphore is never closed")
+    }
+
     /// Forgets a token that Vault no longer accepts.
     pub fn invalidate(&self, identity: &Identity, token: &Token) {
         self.tokens.invalidate(identity, token);
@@ -236,6 +254,7 @@ impl Vault {
         );
         let mut failed = 0;
         let (result, status, started) = loop {
+            let permit = self.permit().await;
             let started = Instant::now();
             let result = match auth {
                 AuthPlan::AppRole {
@@ -262,6 +281,7 @@ impl Vault {
                     vaultrs::auth::kubernetes::login(&scope, mount, role, jwt.expose_secret()).await
                 }
             };
+            drop(permit);
             let status = metrics::login_status(&result);
             let Err(err) = &result else {
                 break (result, status, started);
@@ -416,7 +436,12 @@ impl Vault {
             let attempt = builder
                 .try_clone()
                 .expect("request bodies are strings, which can be cloned");
-            let (err, retry) = match send(attempt, what).await {
+            // The permit is held until the body is read: the connection is
+            // busy until then.
+            let permit = self.permit().await;
+            let outcome = send(attempt, what).await;
+            drop(permit);
+            let (err, retry) = match outcome {
                 Ok(value) => return Ok(value),
                 Err(failure) => failure,
             };
@@ -696,7 +721,7 @@ fn client_builder(
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(64)
+        .pool_max_idle_per_host(MAX_IN_FLIGHT)
         .user_agent(concat!(
             "vault-secrets-provider/",
             env!("CARGO_PKG_VERSION")

@@ -21,7 +21,9 @@
 // mount path passes none).
 //
 // result: {"ok": true, "objectVersions": {...}} or {"ok": false, "grpcCode":
-// "...", "message": "...", "errorCode": "..."}; storm lines add "micros".
+// "...", "message": "...", "errorCode": "..."}; storm lines add "micros" (the
+// MountContent call) and "endMicros" (from the start of the storm's fan-out to
+// the end of this call, so the largest is the storm's total time).
 // Exit code 0 whenever calls were made (whatever their outcome), 2 for usage
 // errors or unreadable input.
 package main
@@ -241,6 +243,7 @@ func runStorm(opts options, in io.Reader, out io.Writer) int {
 	cancel()
 	results := make([]map[string]any, len(reqs))
 	sem := make(chan struct{}, opts.concurrency)
+	began := time.Now()
 	var wg sync.WaitGroup
 	for i := range reqs {
 		sem <- struct{}{}
@@ -249,6 +252,7 @@ func runStorm(opts options, in io.Reader, out io.Writer) int {
 			defer func() { <-sem; wg.Done() }()
 			res, elapsed := call(b, opts, reqs[i])
 			res["micros"] = elapsed.Microseconds()
+			res["endMicros"] = time.Since(began).Microseconds()
 			results[i] = res
 		}(i)
 	}

@@ -555,6 +555,12 @@ impl PrivateOpenBao {
         }
     }
 
+    /// The server's process id, while it runs (e.g. to send it SIGHUP, which
+    /// makes OpenBao reload its `-config` file).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the server process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child
