@@ -107,7 +107,7 @@ for line in v1.5 v1.6; do
     moddir="$repo/tests/driver-client/$line"
     version="$(module_version "$moddir" "$driver_module")"
     build secrets-store-csi-driver "$version" "$moddir" "$driver_module/cmd/secrets-store-csi-driver" \
-        "$moddir/go.mod" "$moddir/go.sum" "$repo/tests/third_party/mlog/mlog.go" \
+        "$moddir/go.mod" "$moddir/go.sum" "$repo/tests/stand-ins/mlog/mlog.go" \
         -- "-X $driver_module/pkg/version.BuildVersion=$version"
     # Its CRDs, CSIDriver and RBAC manifests, straight from the module.
     link "$(cd "$moddir" && go list -m -f '{{.Dir}}' "$driver_module")/deploy" \

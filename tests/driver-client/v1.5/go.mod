@@ -79,6 +79,6 @@ require (
 	sigs.k8s.io/yaml v1.3.0 // indirect
 )
 
-replace monis.app/mlog => ../../third_party/mlog
+replace monis.app/mlog => ../../stand-ins/mlog
 
 tool sigs.k8s.io/secrets-store-csi-driver/cmd/secrets-store-csi-driver

@@ -50,7 +50,7 @@ func ValidateAndSetKlogLevelAndFormatGlobally[L ~int32](_ context.Context, level
 		return fmt.Errorf("invalid log level %d", level)
 	}
 	if format != FormatText {
-		return errors.New("log format " + string(format) + " is not supported by the local monis.app/mlog stand-in (tests/third_party/mlog)")
+		return errors.New("log format " + string(format) + " is not supported by the local monis.app/mlog stand-in (tests/stand-ins/mlog)")
 	}
 	return nil
 }
