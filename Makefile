@@ -13,11 +13,14 @@
 #                (not part of `make test`; `make bench-quick` is a smoke run that only prints)
 #
 # Everything the tests need (OpenBao, the driver's Go client, kube-apiserver, etcd and the
-# driver built from Go source) is installed into .tools/ by this Makefile; nothing is
-# installed system-wide.
+# driver built from Go source) is installed by this Makefile into a per-user cache outside
+# the clone (VSP_TOOLS_DIR, default ${XDG_CACHE_HOME:-~/.cache}/vault-secrets-provider), so a
+# fresh clone (CI's included) reuses earlier builds; each build is keyed by tool, version and
+# a stamp of its inputs. `make clean-tools` empties it. Nothing is installed system-wide.
 
 SHELL := /bin/bash
-TOOLS := $(CURDIR)/.tools
+export VSP_TOOLS_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/vault-secrets-provider
+TOOLS := $(VSP_TOOLS_DIR)
 CARGO ?= cargo
 export GOCACHE := $(TOOLS)/go/cache
 export GOMODCACHE := $(TOOLS)/go/mod
@@ -32,7 +35,7 @@ export VSP_TEST_KUBE_APISERVER_BIN := $(K8S_TOOLS)/bin/kube-apiserver
 export VSP_TEST_CLUSTER_PKI_BIN := $(K8S_TOOLS)/bin/cluster-pki
 export VSP_TEST_K8S_TOOLS := $(K8S_TOOLS)
 
-.PHONY: all build test lint image demo bench bench-quick tools openbao driver-clients postgres k8s-tools clean soak fuzz audit
+.PHONY: all build test lint image demo bench bench-quick tools openbao driver-clients postgres k8s-tools clean clean-tools soak fuzz audit
 
 SOAK_SECS ?= 300
 FUZZ_SECS ?= 60
@@ -108,4 +111,9 @@ demo: openbao driver-clients
 
 clean:
 	$(CARGO) clean
-	rm -rf $(TOOLS) fuzz/target
+	rm -rf fuzz/target
+
+# The tool cache is shared by every clone of this user; Go's module cache is read-only on disk.
+clean-tools:
+	chmod -R u+w $(TOOLS) 2>/dev/null || true
+	rm -rf $(TOOLS)

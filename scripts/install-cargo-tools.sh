@@ -4,7 +4,7 @@
 # the directory holding the three binaries on its last line. Building them from
 # crates.io instead takes many minutes on a small machine.
 #
-#   scripts/install-cargo-tools.sh [DIR]      (default: <repo>/.tools/cargo-tools)
+#   scripts/install-cargo-tools.sh [DIR]      (default: $VSP_TOOLS_DIR/cargo-tools)
 #
 # Idempotent: when DIR already holds the pinned versions it prints the path and
 # exits without touching the network.
@@ -17,7 +17,8 @@ pins="cargo-deny $CARGO_DENY_VERSION, cargo-audit $CARGO_AUDIT_VERSION, cargo-fu
 
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo_root="$(cd "$script_dir/.." && pwd)"
-dest="${1:-$repo_root/.tools/cargo-tools}"
+tools="${VSP_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vault-secrets-provider}"   # per-user tool cache (Makefile)
+dest="${1:-$tools/cargo-tools}"
 mkdir -p "$dest"
 dest="$(cd "$dest" && pwd)"
 venv="$dest/venv"

