@@ -9,7 +9,7 @@
 #   make audit   cargo deny (licences, bans, sources) and cargo audit (RustSec advisories)
 #   make image   the container image (static musl binary, FROM scratch) via buildah, checked by
 #                running `--version` from it (scripts/build-image.sh)
-#   make bench   benchmarks against SPEC §11 (one OpenBao, release build); writes BENCHMARKS.md
+#   make bench   benchmarks against the performance targets (one OpenBao, release build); writes BENCHMARKS.md
 #                (not part of `make test`; `make bench-quick` is a smoke run that only prints)
 #
 # Everything the tests need (OpenBao, the driver's Go client, kube-apiserver, etcd and the

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value, json};
 use support::kube::{Kube, manifests, object_path};
 use vault_secrets_provider::proto::MountRequest;
-use vault_secrets_provider::request::{self, AuthPlan, Defaults, MountPlan};
+use vault_secrets_provider::request::{self, Credentials, Defaults, MountPlan};
 
 const FIELD_MANAGER: &str = "vsp-manifests-test";
 
@@ -294,9 +294,10 @@ fn the_example_secret_provider_classes_parse_as_the_seed_workflow() {
             "true"
         );
         let plan = plan_for(spc, pod, secret);
-        let AuthPlan::AppRole { namespace, .. } = &plan.auth else {
+        let Credentials::AppRole { .. } = &plan.auth.credentials else {
             panic!("{}: AppRole expected", spc["metadata"]["name"]);
         };
+        let namespace = &plan.auth.namespace;
         let sources: Vec<(String, Option<String>)> = plan
             .objects
             .iter()
