@@ -8,14 +8,18 @@
 //! real Vault is for the integration suites, against real OpenBao.
 //!
 //! Time. The lease and token caches run on tokio's clock, so a test moves
-//! time forward with [`travel`]: the clock is paused, advanced, and resumed,
+//! time forward with [`travel`]: the clock is paused, advanced and resumed
 //! between Mounts, with nothing in flight. The tests do not start paused
-//! (`start_paused = true`): a paused runtime that runs out of ready tasks
-//! jumps the clock to its next timer, and while a request is on a loopback
-//! socket that is reqwest's request timeout (tokio 1.54 advances even when
-//! the same park delivered the I/O that would have woken a task), so
-//! requests would time out at random. Concurrency is ordered with the fake's
-//! gates instead of sleeps.
+//! (`start_paused = true`), although that works today: a paused runtime
+//! that finds no task ready jumps its clock to the next timer, and during a
+//! Mount that is reqwest's request timeout. Tokio 1.54 does not jump when
+//! the I/O it just polled woke a task, and Linux usually delivers loopback
+//! data within the send, so 50 Mounts on a paused runtime saw no jump; but
+//! a reply the kernel has not delivered yet when the runtime polls (softirq
+//! work deferred under load) would time a request out. With the clock
+//! running that is only a short wait, and each `travel` leaves tens of
+//! seconds of margin to the next deadline for the real time a Mount takes.
+//! Concurrency is ordered with the fake's gates, never with sleeps.
 
 #[path = "fast/fake_vault.rs"]
 mod fake_vault;
@@ -99,7 +103,10 @@ async fn travel(by: Duration) {
 #[tokio::test]
 async fn objects_sharing_a_source_share_one_request() {
     let fake = FakeVault::start().await;
-    fake.put("secret/data/app", kv2(json!({"user": "u", "password": "p"})));
+    fake.put(
+        "secret/data/app",
+        kv2(json!({"user": "u", "password": "p"})),
+    );
     fake.put("secret/data/other", kv2(json!({"k": "v"})));
     fake.put("pki/issue/web", Secret::Certificate { ttl: 3600 });
     let provider = provider(&fake);
@@ -149,7 +156,7 @@ async fn a_shared_lease_renews_at_the_smallest_renewal_percent_of_its_objects() 
     fake.put(
         "database/creds/app",
         Secret::Lease {
-            duration: 100,
+            duration: 1000,
             renewable: true,
         },
     );
@@ -163,18 +170,22 @@ async fn a_shared_lease_renews_at_the_smallest_renewal_percent_of_its_objects() 
     let first = mount().await.unwrap();
     assert_eq!(fake.count("database/creds/app"), 1);
 
-    // 15 s into a 100 s lease: before 20 %, the pod's copy is reused as is.
-    travel(Duration::from_secs(15)).await;
+    // 150 s into a 1000 s lease: before 20 %, the pod's copy is reused as is.
+    travel(Duration::from_secs(150)).await;
     let reused = mount().await.unwrap();
     assert_eq!(files(&reused), files(&first));
     assert_eq!(versions(&reused), versions(&first));
     assert_eq!(fake.count("database/creds/app"), 1);
     assert_eq!(fake.count("sys/leases/renew"), 0);
 
-    // 25 s: past 20 % (though not 80 %), the lease is renewed, not replaced.
-    travel(Duration::from_secs(10)).await;
+    // 250 s: past 20 % (though not 80 %), the lease is renewed, not replaced.
+    travel(Duration::from_secs(100)).await;
     let renewed = mount().await.unwrap();
-    assert_eq!(files(&renewed), files(&first), "renewal keeps the credentials");
+    assert_eq!(
+        files(&renewed),
+        files(&first),
+        "renewal keeps the credentials"
+    );
     assert_eq!(versions(&renewed), versions(&first));
     let renewals: Vec<_> = fake
         .seen()
@@ -188,12 +199,12 @@ async fn a_shared_lease_renews_at_the_smallest_renewal_percent_of_its_objects() 
     );
     assert_eq!(
         renewals[0].body,
-        json!({"lease_id": lease, "increment": 100})
+        json!({"lease_id": lease, "increment": 1000})
     );
     assert_eq!(fake.count("database/creds/app"), 1);
 
-    // 15 s after the renewal: again before 20 % of the 100 s granted.
-    travel(Duration::from_secs(15)).await;
+    // 150 s after the renewal: again before 20 % of the 1000 s granted.
+    travel(Duration::from_secs(150)).await;
     mount().await.unwrap();
     assert_eq!(fake.count("sys/leases/renew"), 1);
     assert_eq!(fake.count("database/creds/app"), 1);
@@ -206,24 +217,27 @@ async fn a_lease_that_cannot_be_renewed_is_replaced_at_its_renewal_percent() {
     fake.put(
         "database/creds/app",
         Secret::Lease {
-            duration: 100,
+            duration: 1000,
             renewable: false,
         },
     );
     let provider = provider(&fake);
-    let objects =
-        "- {objectName: username, secretPath: database/creds/app, secretKey: username, renewalPercent: 50}\n";
+    let objects = "- {objectName: username, secretPath: database/creds/app, secretKey: username, renewalPercent: 50}\n";
     let request = request("pod-1", objects);
     let mount = || provider.mount(&request);
     let first = mount().await.unwrap();
-    travel(Duration::from_secs(49)).await;
+    travel(Duration::from_secs(450)).await;
     assert_eq!(versions(&mount().await.unwrap()), versions(&first));
     assert_eq!(fake.count("database/creds/app"), 1);
 
-    travel(Duration::from_secs(2)).await;
+    travel(Duration::from_secs(100)).await;
     let replaced = mount().await.unwrap();
     assert_ne!(files(&replaced)["username"], files(&first)["username"]);
-    assert_ne!(versions(&replaced), versions(&first), "new content, new version");
+    assert_ne!(
+        versions(&replaced),
+        versions(&first),
+        "new content, new version"
+    );
     assert_eq!(fake.count("database/creds/app"), 2);
     assert_eq!(fake.count("sys/leases/renew"), 0);
 }
@@ -296,7 +310,10 @@ async fn concurrent_pods_share_a_kv_read_but_never_a_lease_or_a_certificate() {
     // Cache the identity's token first: then a Mount reaches the single
     // flight in its first poll, without any I/O.
     provider
-        .mount(&request("pod-0", "- {objectName: k, secretPath: secret/data/app}\n"))
+        .mount(&request(
+            "pod-0",
+            "- {objectName: k, secretPath: secret/data/app}\n",
+        ))
         .await
         .unwrap();
 
@@ -386,19 +403,21 @@ async fn one_failing_source_fails_the_whole_mount() {
 #[tokio::test]
 async fn one_token_serves_every_mount_and_is_renewed_rather_than_replaced() {
     let fake = FakeVault::start().await;
-    fake.set_token_ttl(100);
+    fake.set_token_ttl(1000);
     fake.put("secret/data/app", kv2(json!({"k": "v"})));
     let provider = provider(&fake);
     let objects = "- {objectName: k, secretPath: secret/data/app, secretKey: k}\n";
     // Concurrent first Mounts share one login.
-    let requests: Vec<_> = (0..5).map(|i| request(&format!("pod-{i}"), objects)).collect();
+    let requests: Vec<_> = (0..5)
+        .map(|i| request(&format!("pod-{i}"), objects))
+        .collect();
     for result in futures::future::join_all(requests.iter().map(|r| provider.mount(r))).await {
         result.unwrap();
     }
     assert_eq!(fake.logins(), 1);
 
     // At 60–70 % of its TTL the token is renewed (renew-self), not replaced.
-    travel(Duration::from_secs(75)).await;
+    travel(Duration::from_secs(750)).await;
     provider.mount(&requests[0]).await.unwrap();
     assert_eq!(fake.count("auth/token/renew-self"), 1);
     assert_eq!(fake.logins(), 1);

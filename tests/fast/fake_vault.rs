@@ -234,7 +234,12 @@ impl FakeVault {
 
     /// Every request so far, in arrival order.
     pub fn seen(&self) -> Vec<Seen> {
-        self.shared.state.lock().expect("fake vault lock").seen.clone()
+        self.shared
+            .state
+            .lock()
+            .expect("fake vault lock")
+            .seen
+            .clone()
     }
 
     /// Requests so far to `path` (without `/v1/`), any method.
@@ -344,7 +349,13 @@ async fn handle(shared: &Shared, request: Request<hyper::body::Incoming>) -> Res
     reply(status, &answer)
 }
 
-fn answer(s: &mut State, method: &str, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+fn answer(
+    s: &mut State,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> (u16, Value) {
     if let Some(failure) = s
         .failures
         .iter_mut()
@@ -387,7 +398,8 @@ fn answer(s: &mut State, method: &str, path: &str, token: Option<&str>, body: &V
             }
         }
         (true, "sys/leases/revoke") => {
-            s.leases.remove(body["lease_id"].as_str().unwrap_or_default());
+            s.leases
+                .remove(body["lease_id"].as_str().unwrap_or_default());
             (204, Value::Null)
         }
         _ => match s.secrets.get(path).cloned() {
