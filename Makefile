@@ -1,6 +1,8 @@
 # vault-secrets-provider: build, test and demo.
 #
 #   make demo    run the provider against a dev OpenBao and mount a secret through the real driver client
+#   make unit    the fast tier, seconds: unit tests, the provider core against a fake Vault
+#                (tests/core.rs) and the parser properties; needs nothing from the tool cache
 #   make test    unit + integration tests against real OpenBao, the real driver client (v1.5 and v1.6)
 #                and, end to end, a local Kubernetes control plane with the real driver (v1.5 and v1.6)
 #   make lint    rustfmt and clippy
@@ -35,7 +37,7 @@ export VSP_TEST_KUBE_APISERVER_BIN := $(K8S_TOOLS)/bin/kube-apiserver
 export VSP_TEST_CLUSTER_PKI_BIN := $(K8S_TOOLS)/bin/cluster-pki
 export VSP_TEST_K8S_TOOLS := $(K8S_TOOLS)
 
-.PHONY: all build test lint image demo bench bench-quick tools openbao driver-clients postgres k8s-tools clean clean-tools soak fuzz audit
+.PHONY: all build unit test lint image demo bench bench-quick tools openbao driver-clients postgres k8s-tools clean clean-tools soak fuzz audit
 
 SOAK_SECS ?= 300
 FUZZ_SECS ?= 60
@@ -61,6 +63,10 @@ driver-clients:
 # kube-apiserver, etcd, the driver binaries: built once per version (minutes the first time).
 k8s-tools:
 	@tests/kubernetes/build.sh $(K8S_TOOLS)
+
+# Tests that need no server, no Go tool and nothing from the tool cache: while changing code.
+unit:
+	$(CARGO) test --locked --lib --bins --test core --test properties
 
 # The integration tests share one OpenBao dev server and one Kubernetes control plane
 # for the whole run.
