@@ -66,7 +66,7 @@ k8s-tools:
 
 # Tests that need no server, no Go tool and nothing from the tool cache: while changing code.
 unit:
-	$(CARGO) test --locked --lib --bins --test core --test properties
+	$(CARGO) test --locked --lib --bins --test core --test layers --test properties
 
 # The integration tests share one OpenBao dev server and one Kubernetes control plane
 # for the whole run.
