@@ -19,7 +19,7 @@ app.kubernetes.io/name: {{ include "vsp.name" . }}
 {{- define "vsp.mapOrTpl" -}}
 {{- $value := index . 0 -}}{{- $root := index . 1 -}}
 {{- if kindIs "string" $value -}}
-{{- tpl $value $root -}}
+{{- tpl $value $root | trim -}}
 {{- else -}}
 {{- toYaml $value -}}
 {{- end -}}
