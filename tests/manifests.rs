@@ -1181,6 +1181,18 @@ async fn helm_upgrade_to_secret_sync_and_back_leaves_no_orphans() {
             out.contains(&format!("REVISION: {}", revision + 1)),
             "{out}"
         );
+        // NOTES.txt: what to do next, and what the switches mean.
+        assert!(
+            out.contains(&format!(
+                "kubectl -n {namespace} rollout status daemonset/vault-secrets-provider"
+            )),
+            "{out}"
+        );
+        assert_eq!(
+            out.contains("Provider-side Secret sync is on"),
+            values.contains(&"secretSync.enabled=true"),
+            "{out}"
+        );
 
         let manifest = manifests_from_str(&run(&mut helm_at(&["get", "manifest", RELEASE])));
         let rendered = template(values);
