@@ -271,30 +271,37 @@ fn assert_same(chart: &Value, kustomize: &Value, what: &str) {
 
 /// The README's direct-write DaemonSet ("Direct writes"): `ds` plus `--write-mode direct`, the
 /// kubelet's pods directory at the same path with HostToContainer propagation, and the
-/// CHOWN, DAC_OVERRIDE and FOWNER capabilities, nothing else.
+/// CHOWN, DAC_OVERRIDE and FOWNER capabilities, nothing else; where a kustomize component's
+/// strategic merge patch would put them (new list entries first).
 fn with_direct_write(ds: &Value) -> Value {
     let mut ds = ds.clone();
     let pod = &mut ds["spec"]["template"]["spec"];
-    pod["volumes"].as_array_mut().expect("volumes").push(json!({
-        "name": "kubelet-pods",
-        "hostPath": { "path": "/var/lib/kubelet/pods", "type": "Directory" }
-    }));
+    pod["volumes"].as_array_mut().expect("volumes").insert(
+        0,
+        json!({
+            "name": "kubelet-pods",
+            "hostPath": { "path": "/var/lib/kubelet/pods", "type": "Directory" }
+        }),
+    );
     let container = &mut pod["containers"][0];
     if !container["env"].is_array() {
         container["env"] = json!([]);
     }
     let env = container["env"].as_array_mut().unwrap();
-    env.push(json!({ "name": "VSP_WRITE_MODE", "value": "direct" }));
+    env.insert(0, json!({ "name": "VSP_WRITE_MODE", "value": "direct" }));
     container["securityContext"]["capabilities"]["add"] =
         json!(["CHOWN", "DAC_OVERRIDE", "FOWNER"]);
     container["volumeMounts"]
         .as_array_mut()
         .expect("volumeMounts")
-        .push(json!({
-            "name": "kubelet-pods",
-            "mountPath": "/var/lib/kubelet/pods",
-            "mountPropagation": "HostToContainer"
-        }));
+        .insert(
+            0,
+            json!({
+                "name": "kubelet-pods",
+                "mountPath": "/var/lib/kubelet/pods",
+                "mountPropagation": "HostToContainer"
+            }),
+        );
     ds
 }
 
@@ -559,9 +566,10 @@ async fn the_install_the_secret_sync_component_and_the_examples_apply() {
     );
     assert_eq!(
         containers[0]["env"],
+        // (kustomize puts a patch's new list entries first)
         json!([
-            { "name": "VSP_VAULT_ADDR", "value": "https://vault.vault.svc:8200" },
-            { "name": "VSP_SYNC_SECRETS", "value": "true" }
+            { "name": "VSP_SYNC_SECRETS", "value": "true" },
+            { "name": "VSP_VAULT_ADDR", "value": "https://vault.vault.svc:8200" }
         ])
     );
     assert_eq!(containers[0]["image"], "vault-secrets-provider:0.1.0");
@@ -862,8 +870,10 @@ async fn the_ci_values_files_render_and_apply() {
     for var in env {
         assert!(env_vars.contains(var["name"].as_str().unwrap()), "{var}");
     }
+    let mounts = container["volumeMounts"].as_array().unwrap();
+    let providers = mounts.iter().find(|m| m["name"] == "providers").unwrap();
     assert_eq!(
-        container["volumeMounts"][0]["mountPath"], "/run/providers",
+        providers["mountPath"], "/run/providers",
         "the providers dir is mounted where the socket is"
     );
 }
