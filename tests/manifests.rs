@@ -738,7 +738,8 @@ async fn the_ci_values_files_render_and_apply() {
     assert_eq!(files, ["all-flags-values.yaml", "hashicorp-values.yaml"]);
     for file in &files {
         helm_lint(&[file]);
-        let objects = helm_template(&[file]);
+        // (with its Namespace, so that it applies whichever test runs first)
+        let objects = helm_template(&[file, "namespace.create=true"]);
         let stored = apply_all(kube, &objects).await;
         assert_eq!(kinds(&stored), kinds(&objects));
     }
