@@ -1021,6 +1021,18 @@ fn the_chart_kustomize_and_crate_versions_agree() {
     );
 }
 
+/// `csi.enabled: false` or `global.enabled: false` (HashiCorp's switches) render nothing.
+#[test]
+fn the_chart_disabled_renders_nothing() {
+    for set in ["csi.enabled=false", "global.enabled=false"] {
+        assert_eq!(
+            helm_template(&[set, "namespace.create=true"]),
+            Vec::<Value>::new(),
+            "{set}"
+        );
+    }
+}
+
 /// A typo or a value the chart cannot honour fails `helm template`, saying what is wrong (and
 /// `helm install`: the same schema check and templates); the schema's refusals fail
 /// `helm lint --strict` too.
