@@ -123,11 +123,25 @@ pub fn parse(request: &MountRequest, defaults: &Defaults) -> Result<MountPlan, R
     let vault = VaultTarget {
         address: match params.get("vaultAddress") {
             Some(raw) => {
-                parse_address(&raw).map_err(|why| RequestError::invalid("vaultAddress", why))?
+                let address = parse_address(&raw)
+                    .map_err(|why| RequestError::invalid("vaultAddress", why))?;
+                // Checked before anything connects: the provider's network
+                // position and client certificate are not the tenant's to aim.
+                if !defaults.allows(&address) {
+                    return Err(RequestError::invalid(
+                        "vaultAddress",
+                        format!(
+                            "{} is not an allowed Vault origin; the provider's operator lists \
+                             the ones SecretProviderClasses may name with --allowed-vault-addr",
+                            address.origin().ascii_serialization()
+                        ),
+                    ));
+                }
+                address
             }
             None => defaults.vault_address.clone(),
         },
-        tls: parse_tls(&params, &defaults.tls)?,
+        tls: parse_tls(&params, &defaults.tls, defaults.spc_tls_dir.as_deref())?,
     };
 
     let namespace = match params.get("vaultNamespace") {
@@ -256,6 +270,8 @@ mod tests {
             vault_address: Url::parse("http://127.0.0.1:8200").unwrap(),
             vault_namespace: None,
             tls: TlsSettings::default(),
+            allowed_vault_addrs: Default::default(),
+            spc_tls_dir: None,
         }
     }
 

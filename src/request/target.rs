@@ -2,7 +2,7 @@
 //! namespaces, and the provider-wide defaults an SPC may override.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use url::Url;
 
@@ -56,6 +56,84 @@ pub struct Defaults {
     pub vault_namespace: Option<Namespace>,
     /// TLS flags (`--vault-tls-*`).
     pub tls: TlsSettings,
+    /// `--allowed-vault-addr`: the origins an SPC's `vaultAddress` may name
+    /// (besides `--vault-addr`'s own, always allowed).
+    pub allowed_vault_addrs: AllowedOrigins,
+    /// `--spc-tls-dir`: the only directory SPC file parameters may name;
+    /// `None` refuses them all.
+    pub spc_tls_dir: Option<PathBuf>,
+}
+
+impl Defaults {
+    /// Whether a Mount may talk to `address`: `--vault-addr`'s origin, or one
+    /// of `--allowed-vault-addr`.
+    pub fn allows(&self, address: &Url) -> bool {
+        address.origin() == self.vault_address.origin() || self.allowed_vault_addrs.allows(address)
+    }
+}
+
+/// The Vault origins (`scheme://host:port`) the provider may be sent to by a
+/// SecretProviderClass or a redirect. Default ports are normalised
+/// (`https://vault` is `https://vault:443`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// `*`: any origin (HashiCorp's provider's behaviour).
+    Any,
+    /// Only these.
+    Only(Vec<url::Origin>),
+}
+
+impl Default for AllowedOrigins {
+    fn default() -> Self {
+        Self::Only(Vec::new())
+    }
+}
+
+impl AllowedOrigins {
+    /// Parses `--allowed-vault-addr` values: `*`, or `scheme://host[:port]`
+    /// (http or https, no path, query or credentials).
+    pub fn parse<S: AsRef<str>>(values: &[S]) -> Result<Self, String> {
+        let mut origins = Vec::new();
+        for raw in values.iter().map(AsRef::as_ref).map(str::trim) {
+            if raw == "*" {
+                return Ok(Self::Any);
+            }
+            if raw.is_empty() {
+                continue;
+            }
+            let url = parse_address(raw)?;
+            if url.path() != "/"
+                || url.query().is_some()
+                || url.fragment().is_some()
+                || !url.username().is_empty()
+                || url.password().is_some()
+            {
+                return Err(format!(
+                    "{raw:?} is not an origin: give scheme://host[:port] only"
+                ));
+            }
+            origins.push(url.origin());
+        }
+        Ok(Self::Only(origins))
+    }
+
+    /// Adds `address`'s origin (for `--vault-addr`, which is always allowed).
+    pub fn with(mut self, address: &Url) -> Self {
+        if let Self::Only(origins) = &mut self
+            && !origins.contains(&address.origin())
+        {
+            origins.push(address.origin());
+        }
+        self
+    }
+
+    /// Whether `address`'s origin is allowed.
+    pub fn allows(&self, address: &Url) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Only(origins) => origins.contains(&address.origin()),
+        }
+    }
 }
 
 /// How to reach Vault over TLS. Paths are inside the provider's container.
@@ -99,27 +177,22 @@ pub(super) fn parse_address(raw: &str) -> Result<Url, String> {
 pub(super) fn parse_tls(
     params: &Params<'_>,
     defaults: &TlsSettings,
+    spc_tls_dir: Option<&Path>,
 ) -> Result<TlsSettings, RequestError> {
+    let file = |parameter: &str| -> Result<Option<PathBuf>, RequestError> {
+        params
+            .get(parameter)
+            .map(|raw| confine(parameter, &raw, spc_tls_dir))
+            .transpose()
+    };
     let tls = TlsSettings {
-        ca_cert: params
-            .get("vaultCACertPath")
-            .map(PathBuf::from)
-            .or_else(|| defaults.ca_cert.clone()),
-        ca_directory: params
-            .get("vaultCADirectory")
-            .map(PathBuf::from)
-            .or_else(|| defaults.ca_directory.clone()),
+        ca_cert: file("vaultCACertPath")?.or_else(|| defaults.ca_cert.clone()),
+        ca_directory: file("vaultCADirectory")?.or_else(|| defaults.ca_directory.clone()),
         server_name: params
             .get("vaultTLSServerName")
             .or_else(|| defaults.server_name.clone()),
-        client_cert: params
-            .get("vaultTLSClientCertPath")
-            .map(PathBuf::from)
-            .or_else(|| defaults.client_cert.clone()),
-        client_key: params
-            .get("vaultTLSClientKeyPath")
-            .map(PathBuf::from)
-            .or_else(|| defaults.client_key.clone()),
+        client_cert: file("vaultTLSClientCertPath")?.or_else(|| defaults.client_cert.clone()),
+        client_key: file("vaultTLSClientKeyPath")?.or_else(|| defaults.client_key.clone()),
         skip_verify: params
             .flag("vaultSkipTLSVerify")?
             .unwrap_or(defaults.skip_verify),
@@ -131,4 +204,40 @@ pub(super) fn parse_tls(
         ));
     }
     Ok(tls)
+}
+
+/// An SPC file parameter resolved (symlinks included) to a path inside
+/// `--spc-tls-dir`, which is what the provider later reads as root. A
+/// relative path is taken inside the directory. Whatever the reason (outside,
+/// missing, unreadable), the refusal reads the same, so it cannot tell a
+/// tenant whether a path outside the directory exists.
+fn confine(
+    parameter: &str,
+    raw: &str,
+    spc_tls_dir: Option<&Path>,
+) -> Result<PathBuf, RequestError> {
+    let Some(dir) = spc_tls_dir else {
+        return Err(RequestError::invalid(
+            parameter,
+            "file paths in a SecretProviderClass are honoured only when the provider runs \
+             with --spc-tls-dir (and only for files inside it); ask the cluster operator, \
+             or use the provider's --vault-tls-* flags",
+        ));
+    };
+    let refused = || {
+        RequestError::invalid(
+            parameter,
+            format!(
+                "{raw:?} is not a readable file inside --spc-tls-dir {} (symlinks resolved)",
+                dir.display()
+            ),
+        )
+    };
+    let dir = std::fs::canonicalize(dir).map_err(|_| refused())?;
+    let resolved = std::fs::canonicalize(dir.join(raw)).map_err(|_| refused())?;
+    if resolved.starts_with(&dir) {
+        Ok(resolved)
+    } else {
+        Err(refused())
+    }
 }
