@@ -442,6 +442,14 @@ mod tests {
                 "vaultAddress",
             ),
             (
+                serde_json::json!({"roleId": "r", "objects": OBJECTS, "vaultAddress": "http://127.0.0.1:8201"}),
+                "vaultAddress",
+            ),
+            (
+                serde_json::json!({"roleId": "r", "objects": OBJECTS, "vaultCACertPath": "/etc/ca.pem"}),
+                "vaultCACertPath",
+            ),
+            (
                 serde_json::json!({"roleId": "r", "objects": OBJECTS, "vaultSkipTLSVerify": "yes"}),
                 "vaultSkipTLSVerify",
             ),
@@ -468,6 +476,33 @@ mod tests {
             .unwrap_err();
             assert_eq!(err.parameter, parameter, "{attributes}");
         }
+    }
+
+    #[test]
+    fn vault_addresses_are_checked_against_the_allowed_origins() {
+        let attributes = |address: &str| {
+            request(
+                serde_json::json!({"roleId": "r", "objects": OBJECTS, "vaultAddress": address}),
+                r#"{"secretId":"s"}"#,
+            )
+        };
+        // --vault-addr's origin, default port spelled or not.
+        assert!(parse(&attributes("http://127.0.0.1:8200/"), &defaults()).is_ok());
+        let err = parse(&attributes("http://vault.evil:8200"), &defaults()).unwrap_err();
+        assert_eq!(err.parameter, "vaultAddress");
+        assert!(err.message.contains("--allowed-vault-addr"), "{err}");
+        let listed = Defaults {
+            allowed_vault_addrs: crate::request::AllowedOrigins::parse(&["https://vault.other"])
+                .unwrap(),
+            ..defaults()
+        };
+        assert!(parse(&attributes("https://vault.other:443/v"), &listed).is_ok());
+        assert!(parse(&attributes("http://vault.other"), &listed).is_err());
+        let any = Defaults {
+            allowed_vault_addrs: crate::request::AllowedOrigins::Any,
+            ..defaults()
+        };
+        assert!(parse(&attributes("http://vault.evil:8200"), &any).is_ok());
     }
 
     #[test]

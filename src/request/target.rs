@@ -241,3 +241,104 @@ fn confine(
         Err(refused())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(raw: &str) -> Url {
+        Url::parse(raw).unwrap()
+    }
+
+    #[test]
+    fn origins_normalise_default_ports() {
+        let allowed =
+            AllowedOrigins::parse(&["https://vault.example", "http://10.0.0.1:8200/"]).unwrap();
+        assert!(allowed.allows(&url("https://vault.example:443/some/path")));
+        assert!(allowed.allows(&url("https://VAULT.example")));
+        assert!(allowed.allows(&url("http://10.0.0.1:8200")));
+        assert!(!allowed.allows(&url("http://vault.example")));
+        assert!(!allowed.allows(&url("https://vault.example:8200")));
+        assert!(!allowed.allows(&url("http://10.0.0.1:8201")));
+        let http = AllowedOrigins::parse(&["http://h"]).unwrap();
+        assert!(http.allows(&url("http://h:80")));
+        assert!(
+            AllowedOrigins::parse(&["https://a:1", "*"])
+                .unwrap()
+                .allows(&url("http://x:9"))
+        );
+        assert!(!AllowedOrigins::default().allows(&url("http://127.0.0.1:8200")));
+    }
+
+    #[test]
+    fn origins_are_only_origins() {
+        for bad in [
+            "https://h/vault",
+            "https://h?x=1",
+            "https://u:p@h",
+            "ftp://h",
+            "h:8200",
+        ] {
+            assert!(AllowedOrigins::parse(&[bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_default_address_is_always_allowed() {
+        let defaults = Defaults {
+            vault_address: url("https://vault.vault:8200/prefix"),
+            vault_namespace: None,
+            tls: TlsSettings::default(),
+            allowed_vault_addrs: AllowedOrigins::default(),
+            spc_tls_dir: None,
+        };
+        assert!(defaults.allows(&url("https://vault.vault:8200")));
+        assert!(!defaults.allows(&url("https://vault.vault:8201")));
+        assert!(!defaults.allows(&url("http://vault.vault:8200")));
+    }
+
+    #[test]
+    fn spc_files_are_confined_to_the_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("spc-tls");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("ca.pem"), "x").unwrap();
+        std::fs::write(root.path().join("outside.pem"), "x").unwrap();
+        std::os::unix::fs::symlink(root.path().join("outside.pem"), dir.join("link.pem")).unwrap();
+        std::os::unix::fs::symlink(root.path().join("gone.pem"), dir.join("dangling.pem")).unwrap();
+        let inside = dir.join("ca.pem").display().to_string();
+        assert_eq!(
+            confine("vaultCACertPath", &inside, Some(&dir)).unwrap(),
+            std::fs::canonicalize(dir.join("ca.pem")).unwrap()
+        );
+        // Relative paths are taken inside the directory.
+        assert!(confine("vaultCACertPath", "ca.pem", Some(&dir)).is_ok());
+
+        let outside = root.path().join("outside.pem").display().to_string();
+        let missing = root.path().join("missing.pem").display().to_string();
+        let dotdot = dir.join("../outside.pem").display().to_string();
+        let refusal = |raw: &str| {
+            let err = confine("vaultCACertPath", raw, Some(&dir)).unwrap_err();
+            assert_eq!(err.parameter, "vaultCACertPath");
+            assert!(err.message.contains("--spc-tls-dir"), "{err}");
+            err.message.replace(raw, "PATH")
+        };
+        // Outside, missing, through `..` or a symlink: the same words, so
+        // the answer tells nothing about what exists outside.
+        let words = refusal(&outside);
+        for raw in [
+            missing.as_str(),
+            dotdot.as_str(),
+            "link.pem",
+            "dangling.pem",
+            "/etc/shadow",
+        ] {
+            assert_eq!(refusal(raw), words, "{raw}");
+        }
+
+        // No directory: every SPC file parameter is refused, naming the flag.
+        let err = confine("vaultTLSClientKeyPath", &inside, None).unwrap_err();
+        assert_eq!(err.parameter, "vaultTLSClientKeyPath");
+        assert!(err.message.contains("--spc-tls-dir"), "{err}");
+    }
+}

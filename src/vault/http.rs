@@ -407,3 +407,47 @@ async fn read_body(mut response: reqwest::Response, what: &str) -> Result<Vec<u8
     }
     Ok(body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_rule_joins_paths_for_reads_and_logins() {
+        for (address, read, login) in [
+            (
+                "https://h:8200",
+                "https://h:8200/v1/secret/data/x",
+                "https://h:8200/v1/auth/approle/login",
+            ),
+            (
+                "https://h:8200/vault/",
+                "https://h:8200/vault/v1/secret/data/x",
+                "https://h:8200/vault/v1/auth/approle/login",
+            ),
+            (
+                "http://h/a/b",
+                "http://h/a/b/v1/secret/data/x",
+                "http://h/a/b/v1/auth/approle/login",
+            ),
+        ] {
+            let base = url::Url::parse(address).unwrap();
+            assert_eq!(
+                api_url(base.clone(), "secret/data/x".split('/'))
+                    .unwrap()
+                    .as_str(),
+                read
+            );
+            // What vaultrs does with (origin, version): `<origin>/<path>`,
+            // then `version` put in front of the whole path.
+            let (origin, version) = vaultrs_base(&base);
+            let mut url = url::Url::parse(&origin).unwrap();
+            url.path_segments_mut()
+                .unwrap()
+                .extend("auth/approle/login".split('/'));
+            let path = format!("{version}{}", url.path());
+            url.set_path(&path);
+            assert_eq!(url.as_str(), login);
+        }
+    }
+}
