@@ -405,4 +405,40 @@ mod tests {
         assert!(parse_key_file("roleId").is_err());
         assert!(parse_key_file("=x").is_err());
     }
+
+    #[test]
+    fn allowed_vault_addrs() {
+        let defaults = |args: &[&str]| {
+            let cli = Cli::try_parse_from(
+                ["vsp", "serve", "--vault-addr", "https://vault:8200"]
+                    .iter()
+                    .chain(args),
+            )
+            .unwrap();
+            let Command::Serve(serve) = cli.command else {
+                panic!("not serve")
+            };
+            serve.vault.defaults()
+        };
+        let url = |raw: &str| Url::parse(raw).unwrap();
+        let only_default = defaults(&[]).unwrap().allowed_vault_addrs;
+        assert!(only_default.allows(&url("https://vault:8200/x")));
+        assert!(!only_default.allows(&url("https://other:8200")));
+        let listed = defaults(&["--allowed-vault-addr", "https://a,http://b:8200"])
+            .unwrap()
+            .allowed_vault_addrs;
+        for ok in ["https://vault:8200", "https://a:443", "http://b:8200"] {
+            assert!(listed.allows(&url(ok)), "{ok}");
+        }
+        assert!(
+            defaults(&["--allowed-vault-addr", "*"])
+                .unwrap()
+                .allowed_vault_addrs
+                .allows(&url("http://anything:1"))
+        );
+        let err = defaults(&["--allowed-vault-addr", "https://a/path"]).unwrap_err();
+        assert!(err.contains("--allowed-vault-addr"), "{err}");
+        let err = defaults(&["--spc-tls-dir", "/no/such/dir"]).unwrap_err();
+        assert!(err.contains("--spc-tls-dir"), "{err}");
+    }
 }
