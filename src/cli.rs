@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use url::Url;
 
-use crate::request::{Defaults, Namespace, TlsSettings};
+use crate::request::{AllowedOrigins, Defaults, Namespace, TlsSettings};
 use crate::telemetry::LogFormat;
 use crate::write::WriteMode;
 
@@ -204,6 +204,27 @@ pub struct VaultArgs {
     #[arg(long, env = "VSP_VAULT_TLS_SKIP_VERIFY")]
     pub vault_tls_skip_verify: bool,
 
+    /// Vault origin (`scheme://host[:port]`) a SecretProviderClass's
+    /// `vaultAddress` may name, and a redirect may lead to; repeatable (the
+    /// variable takes a comma-separated list). `--vault-addr`'s origin is
+    /// always allowed, and by default the only one; `*` allows any (what
+    /// HashiCorp's provider does: tenants can then aim the provider anywhere).
+    #[arg(
+        long = "allowed-vault-addr",
+        env = "VSP_ALLOWED_VAULT_ADDR",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allowed_vault_addrs: Vec<String>,
+
+    /// Directory whose files SecretProviderClass file parameters
+    /// (`vaultCACertPath`, `vaultCADirectory`, `vaultTLSClientCertPath`,
+    /// `vaultTLSClientKeyPath`) may name, symlinks resolved. Unset (the
+    /// default): those parameters are refused; the `--vault-tls-*` flags are
+    /// not affected.
+    #[arg(long, env = "VSP_SPC_TLS_DIR", value_name = "DIR")]
+    pub spc_tls_dir: Option<PathBuf>,
+
     /// Deadline for one HTTP request to Vault.
     #[arg(long, env = "VSP_VAULT_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub vault_request_timeout: Duration,
@@ -223,9 +244,13 @@ impl VaultArgs {
             .clone()
             .or_else(|| std::env::var("VAULT_NAMESPACE").ok())
             .unwrap_or_default();
+        let vault_address = Url::parse(&address)
+            .map_err(|err| format!("--vault-addr {address:?} is not a URL: {err}"))?;
+        let allowed_vault_addrs = AllowedOrigins::parse(&self.allowed_vault_addrs)
+            .map_err(|why| format!("--allowed-vault-addr {why}"))?
+            .with(&vault_address);
         Ok(Defaults {
-            vault_address: Url::parse(&address)
-                .map_err(|err| format!("--vault-addr {address:?} is not a URL: {err}"))?,
+            vault_address,
             vault_namespace: Namespace::parse(&namespace)
                 .map_err(|why| format!("--vault-namespace {why}"))?,
             tls: TlsSettings {
@@ -236,6 +261,15 @@ impl VaultArgs {
                 client_key: self.vault_tls_client_key.clone(),
                 skip_verify: self.vault_tls_skip_verify,
             },
+            allowed_vault_addrs,
+            spc_tls_dir: self
+                .spc_tls_dir
+                .as_ref()
+                .map(|dir| {
+                    std::fs::canonicalize(dir)
+                        .map_err(|err| format!("--spc-tls-dir {}: {err}", dir.display()))
+                })
+                .transpose()?,
         })
     }
 }
@@ -370,5 +404,41 @@ mod tests {
         );
         assert!(parse_key_file("roleId").is_err());
         assert!(parse_key_file("=x").is_err());
+    }
+
+    #[test]
+    fn allowed_vault_addrs() {
+        let defaults = |args: &[&str]| {
+            let cli = Cli::try_parse_from(
+                ["vsp", "serve", "--vault-addr", "https://vault:8200"]
+                    .iter()
+                    .chain(args),
+            )
+            .unwrap();
+            let Command::Serve(serve) = cli.command else {
+                panic!("not serve")
+            };
+            serve.vault.defaults()
+        };
+        let url = |raw: &str| Url::parse(raw).unwrap();
+        let only_default = defaults(&[]).unwrap().allowed_vault_addrs;
+        assert!(only_default.allows(&url("https://vault:8200/x")));
+        assert!(!only_default.allows(&url("https://other:8200")));
+        let listed = defaults(&["--allowed-vault-addr", "https://a,http://b:8200"])
+            .unwrap()
+            .allowed_vault_addrs;
+        for ok in ["https://vault:8200", "https://a:443", "http://b:8200"] {
+            assert!(listed.allows(&url(ok)), "{ok}");
+        }
+        assert!(
+            defaults(&["--allowed-vault-addr", "*"])
+                .unwrap()
+                .allowed_vault_addrs
+                .allows(&url("http://anything:1"))
+        );
+        let err = defaults(&["--allowed-vault-addr", "https://a/path"]).unwrap_err();
+        assert!(err.contains("--allowed-vault-addr"), "{err}");
+        let err = defaults(&["--spc-tls-dir", "/no/such/dir"]).unwrap_err();
+        assert!(err.contains("--spc-tls-dir"), "{err}");
     }
 }

@@ -226,7 +226,8 @@ pub async fn run(args: &MountArgs) -> Result<Result<(), MountError>> {
     let vault = Vault::new(VaultConfig {
         request_timeout: args.vault.vault_request_timeout,
         token_cache_size: 1,
-    });
+    })
+    .with_allowed_origins(defaults.allowed_vault_addrs.clone());
     // No key file: versions only have to be consistent within this run.
     let provider = Provider::new(vault, Versioner::ephemeral(), defaults);
     let request = mount_request(&spc, &pod, &args.output_dir);
@@ -398,6 +399,8 @@ mod tests {
                 vault_address: url::Url::parse("http://127.0.0.1:8200").unwrap(),
                 vault_namespace: None,
                 tls: Default::default(),
+                allowed_vault_addrs: Default::default(),
+                spc_tls_dir: None,
             },
         )
         .unwrap()

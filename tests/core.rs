@@ -46,6 +46,8 @@ fn provider(fake: &FakeVault) -> Provider {
         vault_address: fake.url(),
         vault_namespace: None,
         tls: TlsSettings::default(),
+        allowed_vault_addrs: Default::default(),
+        spc_tls_dir: None,
     };
     Provider::new(vault, Versioner::ephemeral(), defaults)
 }

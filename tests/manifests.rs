@@ -407,6 +407,8 @@ fn plan_for(spc: &Value, pod: &Value, secret_ref: &Value) -> MountPlan {
         vault_address: "https://vault.vault.svc:8200".parse().unwrap(),
         vault_namespace: None,
         tls: Default::default(),
+        allowed_vault_addrs: Default::default(),
+        spc_tls_dir: None,
     };
     request::parse(&request, &defaults)
         .unwrap_or_else(|e| panic!("{}: {e}", spc["metadata"]["name"]))

@@ -84,6 +84,8 @@ fn defaults() -> Defaults {
         vault_address: url::Url::parse("http://127.0.0.1:8200").unwrap(),
         vault_namespace: None,
         tls: TlsSettings::default(),
+        allowed_vault_addrs: Default::default(),
+        spc_tls_dir: None,
     }
 }
 

@@ -268,7 +268,11 @@ listener "tcp" {{
     drop(provider);
 
     // The CA alone: OpenBao wants a client certificate.
-    let provider = Provider::start(&mtls_addr, &["--vault-tls-ca-cert", &ca]);
+    let spc_tls_dir = dir.display().to_string();
+    let provider = Provider::start(
+        &mtls_addr,
+        &["--vault-tls-ca-cert", &ca, "--spc-tls-dir", &spc_tls_dir],
+    );
     let (result, _) = mount(&provider, &attributes(json!({})));
     result.expect_err("InvalidArgument", "client certificate");
     // The client certificate from the SecretProviderClass instead.

@@ -210,7 +210,9 @@ async fn tls_ca_server_name_and_refusal() {
     drop(provider);
 
     // No CA anywhere: refused with a message that says what to configure.
-    let provider = Provider::start(&bao.addr, &[]);
+    // (SecretProviderClasses may name files in the CA's directory.)
+    let ca_dir = Path::new(ca).parent().unwrap().to_str().unwrap();
+    let provider = Provider::start(&bao.addr, &["--spc-tls-dir", ca_dir]);
     let (result, _) = mount(&provider, &attributes(&role_id, json!({})), &secrets);
     result.expect_err("InvalidArgument", "vaultCACertPath");
 

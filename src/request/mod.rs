@@ -24,4 +24,4 @@ pub(crate) use error::quote;
 pub use objects::{Encoding, Method, ObjectSpec, Selection, Source, TemplateSpec};
 pub use path::FilePath;
 pub use plan::{FileOwner, MountPlan, PodInfo, SyncSecret, parse};
-pub use target::{Defaults, Namespace, TlsSettings, VaultTarget};
+pub use target::{AllowedOrigins, Defaults, Namespace, TlsSettings, VaultTarget};

@@ -295,6 +295,8 @@ fn parse_object(
             format!("method {method_raw:?} is not one of GET, PUT, POST, LIST"),
         )
     })?;
+    refuse_auth_paths(&path, method)
+        .map_err(|why| RequestError::invalid(&position, format!("secretPath {why}")))?;
 
     let args = match fields.remove("secretArgs") {
         None | Some(Yaml::Null) => None,
@@ -510,6 +512,25 @@ fn parse_secret_path(raw: &str) -> Result<(String, Vec<(String, String)>), Strin
     Ok((path.to_owned(), query))
 }
 
+/// Refuses API paths under `auth/`: a login or `auth/token/create` there
+/// returns a token, and a login is sent with the provider's own client
+/// certificate (`--vault-tls-client-cert`), so `auth/cert/login` would hand a
+/// tenant the provider's identity. Vault also takes a namespace as a path
+/// prefix (`team-a/auth/cert/login`), so a write with an `auth` segment
+/// anywhere is refused too. Vault matches mounts case-sensitively; this is
+/// case-insensitive to be safe.
+fn refuse_auth_paths(path: &str, method: Method) -> Result<(), String> {
+    let is_auth = |segment: &str| segment.eq_ignore_ascii_case("auth");
+    let first = path.split('/').next().unwrap_or_default();
+    let write = matches!(method, Method::Put | Method::Post);
+    if is_auth(first) || (write && path.split('/').any(is_auth)) {
+        return Err(format!(
+            "{path:?} is under auth/: objects cannot call auth methods (they return tokens)"
+        ));
+    }
+    Ok(())
+}
+
 /// A file mode as yaml.v3 decodes it into Go's `os.FileMode`: an integer
 /// whose text follows Go's base prefixes (`0640` octal, `0o640`, `0x1a4`,
 /// otherwise decimal). Only permission bits are allowed.
@@ -591,6 +612,33 @@ mod tests {
         }
         assert!(error("- objectName: a\n  secretPath: secret/../sys/x\n").contains("'..'"));
         assert!(error("- objectName: a\n  secretPath: /v1/\n").contains("names no path"));
+    }
+
+    #[test]
+    fn auth_paths_are_refused() {
+        for (path, method) in [
+            ("auth/token/create", "POST"),
+            ("/v1/auth/cert/login", "PUT"),
+            ("v1/auth/approle/role/x/secret-id", "POST"),
+            ("AUTH/token/lookup-self", "GET"),
+            ("Auth/token/create", "LIST"),
+            ("team-a/auth/cert/login", "PUT"),
+            ("team-a/Auth/cert/login", "POST"),
+        ] {
+            let err = error(&format!(
+                "- objectName: a\n  secretPath: {path}\n  method: {method}\n"
+            ));
+            assert!(err.contains("under auth/"), "{path}: {err}");
+        }
+        // A KV secret called auth is a read, and fine.
+        for path in ["secret/data/auth", "secret/data/app/auth/db", "kv/auth"] {
+            assert_eq!(
+                one(&format!("- objectName: a\n  secretPath: {path}\n"))
+                    .source
+                    .path,
+                path
+            );
+        }
     }
 
     #[test]

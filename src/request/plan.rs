@@ -123,11 +123,25 @@ pub fn parse(request: &MountRequest, defaults: &Defaults) -> Result<MountPlan, R
     let vault = VaultTarget {
         address: match params.get("vaultAddress") {
             Some(raw) => {
-                parse_address(&raw).map_err(|why| RequestError::invalid("vaultAddress", why))?
+                let address = parse_address(&raw)
+                    .map_err(|why| RequestError::invalid("vaultAddress", why))?;
+                // Checked before anything connects: the provider's network
+                // position and client certificate are not the tenant's to aim.
+                if !defaults.allows(&address) {
+                    return Err(RequestError::invalid(
+                        "vaultAddress",
+                        format!(
+                            "{} is not an allowed Vault origin; the provider's operator lists \
+                             the ones SecretProviderClasses may name with --allowed-vault-addr",
+                            address.origin().ascii_serialization()
+                        ),
+                    ));
+                }
+                address
             }
             None => defaults.vault_address.clone(),
         },
-        tls: parse_tls(&params, &defaults.tls)?,
+        tls: parse_tls(&params, &defaults.tls, defaults.spc_tls_dir.as_deref())?,
     };
 
     let namespace = match params.get("vaultNamespace") {
@@ -256,6 +270,8 @@ mod tests {
             vault_address: Url::parse("http://127.0.0.1:8200").unwrap(),
             vault_namespace: None,
             tls: TlsSettings::default(),
+            allowed_vault_addrs: Default::default(),
+            spc_tls_dir: None,
         }
     }
 
@@ -426,6 +442,14 @@ mod tests {
                 "vaultAddress",
             ),
             (
+                serde_json::json!({"roleId": "r", "objects": OBJECTS, "vaultAddress": "http://127.0.0.1:8201"}),
+                "vaultAddress",
+            ),
+            (
+                serde_json::json!({"roleId": "r", "objects": OBJECTS, "vaultCACertPath": "/etc/ca.pem"}),
+                "vaultCACertPath",
+            ),
+            (
                 serde_json::json!({"roleId": "r", "objects": OBJECTS, "vaultSkipTLSVerify": "yes"}),
                 "vaultSkipTLSVerify",
             ),
@@ -452,6 +476,33 @@ mod tests {
             .unwrap_err();
             assert_eq!(err.parameter, parameter, "{attributes}");
         }
+    }
+
+    #[test]
+    fn vault_addresses_are_checked_against_the_allowed_origins() {
+        let attributes = |address: &str| {
+            request(
+                serde_json::json!({"roleId": "r", "objects": OBJECTS, "vaultAddress": address}),
+                r#"{"secretId":"s"}"#,
+            )
+        };
+        // --vault-addr's origin, default port spelled or not.
+        assert!(parse(&attributes("http://127.0.0.1:8200/"), &defaults()).is_ok());
+        let err = parse(&attributes("http://vault.evil:8200"), &defaults()).unwrap_err();
+        assert_eq!(err.parameter, "vaultAddress");
+        assert!(err.message.contains("--allowed-vault-addr"), "{err}");
+        let listed = Defaults {
+            allowed_vault_addrs: crate::request::AllowedOrigins::parse(&["https://vault.other"])
+                .unwrap(),
+            ..defaults()
+        };
+        assert!(parse(&attributes("https://vault.other:443/v"), &listed).is_ok());
+        assert!(parse(&attributes("http://vault.other"), &listed).is_err());
+        let any = Defaults {
+            allowed_vault_addrs: crate::request::AllowedOrigins::Any,
+            ..defaults()
+        };
+        assert!(parse(&attributes("http://vault.evil:8200"), &any).is_ok());
     }
 
     #[test]

@@ -16,6 +16,7 @@ use zeroize::Zeroize as _;
 
 use super::Vault;
 use super::error::{VaultError, login_error, login_retry, login_status, with_attempts};
+use super::http::vaultrs_base;
 use super::tokens::{Identity, Origin, Refresh, Token};
 use crate::request::{AuthPlan, Credentials, Namespace, VaultTarget};
 use crate::telemetry::metrics::{Operation, metrics};
@@ -116,16 +117,14 @@ impl Vault {
         token: Option<&Token>,
     ) -> Result<Scoped<'a>, VaultError> {
         let endpoint = self.http.endpoint(target).await?;
+        let (origin, version) = vaultrs_base(&endpoint.base);
         Ok(Scoped {
-            http: rustify::clients::reqwest::Client::new(
-                endpoint.base.as_str().trim_end_matches('/'),
-                endpoint.http,
-            ),
+            http: rustify::clients::reqwest::Client::new(&origin, endpoint.http),
             middle: EndpointMiddleware {
                 token: token
                     .map(|t| t.secret.expose_secret().to_owned())
                     .unwrap_or_default(),
-                version: "v1".to_owned(),
+                version,
                 wrap: None,
                 namespace: namespace.map(|ns| ns.as_str().to_owned()),
             },

@@ -6,6 +6,7 @@ use rustify::errors::ClientError as Rest;
 use vaultrs::api::AuthInfo;
 use vaultrs::error::ClientError;
 
+use super::http::RedirectRefused;
 use super::retry::{self, Retry};
 
 /// Longest Vault error text we repeat in a message.
@@ -67,6 +68,9 @@ pub(super) fn with_attempts(err: VaultError, attempts: u32) -> VaultError {
 }
 
 pub(super) fn transport_error(err: &reqwest::Error, what: &str) -> VaultError {
+    if let Some(refused) = redirect_refused(err) {
+        return refused_redirect(what, &refused);
+    }
     let kind = if err.is_timeout() {
         "timed out"
     } else if err.is_connect() {
@@ -83,6 +87,26 @@ pub(super) fn transport_error(err: &reqwest::Error, what: &str) -> VaultError {
         source = inner.source();
     }
     unavailable_or_tls(what, kind, &cause)
+}
+
+/// Why the redirect policy stopped `err`, if it did.
+fn redirect_refused(err: &reqwest::Error) -> Option<String> {
+    if !err.is_redirect() {
+        return None;
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(inner) = source {
+        if let Some(refused) = inner.downcast_ref::<RedirectRefused>() {
+            return Some(refused.to_string());
+        }
+        source = inner.source();
+    }
+    Some("redirect refused".into())
+}
+
+/// A redirect we did not follow: never retried (the answer would be the same).
+fn refused_redirect(what: &str, why: &str) -> VaultError {
+    VaultError::Unexpected(format!("{what}: {why}"))
 }
 
 /// A transport failure: `Unavailable`, except for a certificate the provider
@@ -122,17 +146,18 @@ pub(super) fn is_certificate_error(err: &reqwest::Error) -> bool {
     false
 }
 
-/// Vault's `{"errors": [...]}` text, shortened.
+/// Vault's `{"errors": [...]}` text, shortened; nothing for any other body.
+/// A body that is not Vault's error JSON may come from anything a tenant
+/// aimed the provider at (or a proxy in front of Vault), and the message
+/// ends up in pod events: quoting it would read that server back.
 fn error_text(body: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct Errors {
-        #[serde(default)]
         errors: Vec<String>,
     }
     let text = match serde_json::from_slice::<Errors>(body) {
-        Ok(parsed) if !parsed.errors.is_empty() => parsed.errors.join("; "),
-        Ok(_) => String::new(),
-        Err(_) => String::from_utf8_lossy(body).trim().to_owned(),
+        Ok(parsed) => parsed.errors.join("; "),
+        Err(_) => String::new(),
     };
     let text = text.replace(['\n', '\t'], " ");
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -216,6 +241,12 @@ pub(super) fn login_error(err: ClientError, where_: &str) -> VaultError {
         ClientError::RestClientError {
             source: Rest::RequestError { source, .. },
         } => {
+            if let Some(refused) = source
+                .downcast_ref::<reqwest::Error>()
+                .and_then(redirect_refused)
+            {
+                return refused_redirect(&format!("login at {where_}"), &refused);
+            }
             let cause = source
                 .chain()
                 .last()
@@ -345,6 +376,18 @@ mod tests {
             ),
             "1 error occurred: * invalid role or secret ID"
         );
-        assert_eq!(error_text(b"plain text"), "plain text");
+        // Nothing but Vault's own error JSON is ever quoted.
+        for body in [
+            &b"plain text"[..],
+            b"<html><body>MARKER</body></html>",
+            b"{\"data\":{\"token\":\"MARKER\"}}",
+            b"{\"errors\":\"MARKER\"}",
+        ] {
+            assert_eq!(error_text(body), "", "{}", String::from_utf8_lossy(body));
+        }
+        assert!(matches!(
+            status_error(502, b"<html>MARKER</html>", "x"),
+            VaultError::Unavailable(m) if m == "x: HTTP 502"
+        ));
     }
 }

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::Vault;
 use super::error::{VaultError, transport_error};
-use super::http::Endpoint;
+use super::http::{Endpoint, api_url};
 use crate::request::VaultTarget;
 use crate::telemetry::metrics::{Operation, metrics};
 
@@ -13,14 +13,8 @@ impl Vault {
     /// initialized and unsealed (a standby counts, it forwards to the active
     /// node). Sent without token or namespace; `timeout` bounds the request.
     pub async fn health(&self, target: &VaultTarget, timeout: Duration) -> Result<(), VaultError> {
-        let Endpoint {
-            http,
-            base: mut url,
-        } = self.http.endpoint(target).await?;
-        url.path_segments_mut()
-            .map_err(|()| VaultError::Unexpected("Vault address cannot hold a path".into()))?
-            .pop_if_empty()
-            .extend(["v1", "sys", "health"]);
+        let Endpoint { http, base } = self.http.endpoint(target).await?;
+        let mut url = api_url(base, ["sys", "health"])?;
         url.set_query(Some("standbyok=true&perfstandbyok=true"));
         let started = Instant::now();
         let sent = http.get(url).timeout(timeout).send().await;

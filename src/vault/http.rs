@@ -4,7 +4,7 @@
 //! on requests in flight, and retries of transient failures.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use secrecy::ExposeSecret as _;
@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 use super::error::{VaultError, status_error, transport_error, with_attempts};
 use super::retry::{self, Retry, RetryPolicy};
 use super::tokens::Token;
-use crate::request::{Method, Namespace, TlsSettings, VaultTarget};
+use crate::request::{AllowedOrigins, Method, Namespace, TlsSettings, VaultTarget};
 use crate::telemetry::metrics::{Operation, metrics};
 
 /// Largest Vault response we accept. The driver's gRPC limit is 4 MiB for a
@@ -24,6 +24,9 @@ const MAX_RESPONSE_BYTES: usize = 8 << 20;
 /// instead of opening one per request (200 pods of JWT identities once opened
 /// about 1,000 at a time: tens of MiB, and a connection storm on Vault).
 const MAX_IN_FLIGHT: usize = 64;
+/// Most redirects followed for one request (a standby pointing at the active
+/// node needs one).
+const MAX_REDIRECTS: usize = 2;
 
 /// Connection pools, the in-flight bound and the retry policy: everything
 /// every request to Vault shares.
@@ -35,6 +38,8 @@ pub(super) struct Http {
     request_timeout: Duration,
     /// Retries of transient failures (see [`retry`]).
     pub(super) retry: RetryPolicy,
+    /// Where redirects may lead (`--allowed-vault-addr`).
+    pub(super) allowed: Arc<AllowedOrigins>,
 }
 
 impl Http {
@@ -44,6 +49,7 @@ impl Http {
             in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
             request_timeout,
             retry: RetryPolicy::default(),
+            allowed: Arc::new(AllowedOrigins::default()),
         }
     }
 
@@ -63,14 +69,7 @@ impl Http {
         what: &str,
     ) -> Result<serde_json::Value, VaultError> {
         let Endpoint { http, base } = self.endpoint(target).await?;
-        let mut url = base;
-        {
-            let mut segments = url
-                .path_segments_mut()
-                .map_err(|()| VaultError::Unexpected("Vault address cannot hold a path".into()))?;
-            segments.pop_if_empty().push("v1");
-            segments.extend(request.path.split('/'));
-        }
+        let mut url = api_url(base, request.path.split('/'))?;
         {
             let mut query = url.query_pairs_mut();
             for (key, value) in request.query {
@@ -150,7 +149,8 @@ impl Http {
             }
             return Ok(endpoint);
         }
-        let mut builder = client_builder(&target.tls, self.request_timeout)?;
+        let mut builder = client_builder(&target.tls, self.request_timeout)?
+            .redirect(redirect_policy(self.allowed.clone()));
         let mut base = target.address.clone();
         if let Some(name) = &target.tls.server_name {
             let host = target
@@ -320,6 +320,67 @@ fn client_builder(
     Ok(builder)
 }
 
+/// The one rule for where an API path goes: `<address path>/v1/<api path>`,
+/// so a Vault behind a path prefix (`https://host/vault`) gets
+/// `https://host/vault/v1/secret/data/x`, the way Vault's own clients join it.
+/// Reads, leases and `sys/health` use it; logins through vaultrs get the same
+/// through [`vaultrs_base`].
+pub(super) fn api_url<'a>(
+    mut base: url::Url,
+    path: impl IntoIterator<Item = &'a str>,
+) -> Result<url::Url, VaultError> {
+    base.path_segments_mut()
+        .map_err(|()| VaultError::Unexpected("Vault address cannot hold a path".into()))?
+        .pop_if_empty()
+        .push("v1")
+        .extend(path);
+    Ok(base)
+}
+
+/// [`api_url`]'s rule for vaultrs, which builds `<base>/<api path>` and then
+/// puts its "version" in front of the whole path: so the base is the origin
+/// alone and the "version" is `<address path>/v1`.
+pub(super) fn vaultrs_base(base: &url::Url) -> (String, String) {
+    let prefix = base.path().trim_matches('/');
+    let version = if prefix.is_empty() {
+        "v1".to_owned()
+    } else {
+        format!("{prefix}/v1")
+    };
+    (base.origin().ascii_serialization(), version)
+}
+
+/// Follows a redirect only to the request's own origin or an allowed one, at
+/// most [`MAX_REDIRECTS`] times; anything else fails the request before it is
+/// sent there (reqwest's default follows 10 hops anywhere, and our
+/// `X-Vault-Token` header goes along).
+fn redirect_policy(allowed: Arc<AllowedOrigins>) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        // `previous` starts with the original URL.
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(RedirectRefused(format!(
+                "more than {MAX_REDIRECTS} redirects"
+            )));
+        }
+        let same_origin = attempt
+            .previous()
+            .first()
+            .is_some_and(|first| first.origin() == attempt.url().origin());
+        if same_origin || allowed.allows(attempt.url()) {
+            attempt.follow()
+        } else {
+            attempt.error(RedirectRefused(
+                "redirected to an origin --allowed-vault-addr does not list".into(),
+            ))
+        }
+    })
+}
+
+/// A redirect the policy did not follow.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(super) struct RedirectRefused(String);
+
 async fn read_body(mut response: reqwest::Response, what: &str) -> Result<Vec<u8>, VaultError> {
     if response
         .content_length()
@@ -345,4 +406,48 @@ async fn read_body(mut response: reqwest::Response, what: &str) -> Result<Vec<u8
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_rule_joins_paths_for_reads_and_logins() {
+        for (address, read, login) in [
+            (
+                "https://h:8200",
+                "https://h:8200/v1/secret/data/x",
+                "https://h:8200/v1/auth/approle/login",
+            ),
+            (
+                "https://h:8200/vault/",
+                "https://h:8200/vault/v1/secret/data/x",
+                "https://h:8200/vault/v1/auth/approle/login",
+            ),
+            (
+                "http://h/a/b",
+                "http://h/a/b/v1/secret/data/x",
+                "http://h/a/b/v1/auth/approle/login",
+            ),
+        ] {
+            let base = url::Url::parse(address).unwrap();
+            assert_eq!(
+                api_url(base.clone(), "secret/data/x".split('/'))
+                    .unwrap()
+                    .as_str(),
+                read
+            );
+            // What vaultrs does with (origin, version): `<origin>/<path>`,
+            // then `version` put in front of the whole path.
+            let (origin, version) = vaultrs_base(&base);
+            let mut url = url::Url::parse(&origin).unwrap();
+            url.path_segments_mut()
+                .unwrap()
+                .extend("auth/approle/login".split('/'));
+            let path = format!("{version}{}", url.path());
+            url.set_path(&path);
+            assert_eq!(url.as_str(), login);
+        }
+    }
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use vaultrs::client::VaultClientSettings;
 
-use crate::request::{Method, Namespace, Source, VaultTarget};
+use crate::request::{AllowedOrigins, Method, Namespace, Source, VaultTarget};
 pub use error::VaultError;
 use http::{Call, Http};
 use retry::RetryPolicy;
@@ -74,6 +74,15 @@ impl Vault {
     /// Replaces the default retry policy (3 attempts, 100 ms → 1 s backoff).
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.http.retry = retry;
+        self
+    }
+
+    /// Lets redirects lead to `allowed` origins too (besides the origin of
+    /// the request itself, always allowed). Without it, or with an origin not
+    /// listed, a redirect elsewhere fails the request before anything is sent
+    /// there: it would carry the tenant's token.
+    pub fn with_allowed_origins(mut self, allowed: AllowedOrigins) -> Self {
+        self.http.allowed = std::sync::Arc::new(allowed);
         self
     }
 
