@@ -859,6 +859,14 @@ async fn the_ci_values_files_render_and_apply() {
     assert!(vault.vault_tls_client_cert.is_some() && vault.vault_tls_client_key.is_some());
     assert!(vault.vault_tls_skip_verify);
     assert_eq!(vault.vault_request_timeout, Duration::from_secs(5));
+    assert_eq!(
+        vault.allowed_vault_addrs,
+        ["https://vault-b.example.internal", "http://10.0.0.1:8200"]
+    );
+    assert_eq!(
+        vault.spc_tls_dir.as_deref(),
+        Some(Path::new("/vault/spc-tls"))
+    );
     assert_eq!(serve.log.log_level, "debug");
     assert_eq!(
         serve.log.log_format,

@@ -52,6 +52,8 @@ vaultTlsClientCert: ""
 vaultTlsClientKey: ""
 vaultTlsSkipVerify: false
 vaultRequestTimeout: 10s
+allowedVaultAddrs: []
+spcTlsDir: ""
 {{- end -}}
 
 {{/* The provider's arguments, as a YAML list. */}}
@@ -68,6 +70,8 @@ vaultRequestTimeout: 10s
 {{- $flag := regexReplaceAll "([A-Z])" $key "-${1}" | lower }}
 {{- if eq $key "allowedPeerUids" }}
 - --allowed-peer-uid={{ join "," $value }}
+{{- else if eq $key "allowedVaultAddrs" }}
+- --allowed-vault-addr={{ join "," $value }}
 {{- else if kindIs "bool" $value }}
 {{- if $value }}
 - --{{ $flag }}
