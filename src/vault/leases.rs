@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::slots::SlotMap;
+use super::slots::{SlotMap, after};
 use super::{Identity, VaultError};
 use crate::request::Source;
 
@@ -102,14 +102,17 @@ pub fn classify(response: &Arc<Value>, percent: u8, now: Instant) -> Option<Dyna
         let refresh_unix = start + lifetime * fraction;
         let wait = (refresh_unix - unix_now).max(0.0);
         return Some(Dynamic {
-            refresh_at: now + Duration::from_secs_f64(wait),
+            refresh_at: after(
+                now,
+                Duration::try_from_secs_f64(wait).unwrap_or(Duration::MAX),
+            ),
             lease,
             renew: false,
         });
     }
     let lease = lease?;
     Some(Dynamic {
-        refresh_at: now + lease.duration.mul_f64(fraction),
+        refresh_at: after(now, lease.duration.mul_f64(fraction)),
         renew: lease.renewable,
         lease: Some(lease),
     })
@@ -150,7 +153,11 @@ impl LeaseCache {
     /// A cache of at most `capacity` entries.
     pub fn new(capacity: usize) -> Self {
         Self {
-            slots: SlotMap::new(capacity),
+            // A namespace may hold a quarter: one flooding namespace cannot
+            // push out the others' certificates and leases.
+            slots: SlotMap::per_tenant(capacity, capacity / 4, |key: &LeaseKey| {
+                key.identity.tenant.clone()
+            }),
         }
     }
 
@@ -199,10 +206,11 @@ impl LeaseCache {
                         let now = Instant::now();
                         // A grant shorter than asked means the max TTL is
                         // near: use it, then fetch new credentials.
-                        let capped = granted + Duration::from_secs(1) < lease.duration;
+                        let capped =
+                            granted.saturating_add(Duration::from_secs(1)) < lease.duration;
                         let refreshed = Kept {
                             dynamic: Dynamic {
-                                refresh_at: now + granted.mul_f64(fraction),
+                                refresh_at: after(now, granted.mul_f64(fraction)),
                                 renew: !capped,
                                 ..cached.dynamic
                             },
@@ -225,7 +233,9 @@ impl LeaseCache {
             .map(|dynamic| Kept::new(dynamic, &response));
         let keep = kept.is_some();
         slot.entry().value = kept;
-        if !keep {
+        if keep {
+            self.slots.admit(key, &slot);
+        } else {
             // Static data is re-read every time; don't hold a slot for it.
             drop(_busy);
             drop(slot);
@@ -254,6 +264,7 @@ mod tests {
         LeaseKey {
             pod_uid: "pod".into(),
             identity: Identity {
+                tenant: Default::default(),
                 target: VaultTarget {
                     address: url::Url::parse("http://127.0.0.1:1").unwrap(),
                     tls: Default::default(),
