@@ -480,6 +480,62 @@ mod tests {
         assert_eq!(cache.len(), 1);
     }
 
+    fn identity_in(namespace: &str, principal: &str) -> Identity {
+        Identity {
+            tenant: Tenant::new(Some(namespace)),
+            ..identity(principal)
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_logins_take_no_place_and_evict_nothing() {
+        // One place per namespace: a failed login must not take it.
+        let cache = TokenCache::new(4);
+        let kept = identity_in("b", "kept");
+        cache
+            .get(&kept, || async { Ok(token(0, false)) }, no_renew)
+            .await
+            .unwrap();
+        for i in 0..100 {
+            let err = cache
+                .get(
+                    &identity_in("b", &i.to_string()),
+                    || async { Err(VaultError::LoginRefused("no".into())) },
+                    no_renew,
+                )
+                .await;
+            assert!(err.is_err());
+        }
+        assert_eq!(cache.len(), 1);
+        let (_, origin) = cache
+            .get(&kept, || async { panic!("no login") }, no_renew)
+            .await
+            .unwrap();
+        assert_eq!(origin, Origin::Cached);
+    }
+
+    #[tokio::test]
+    async fn one_namespace_holds_at_most_a_quarter() {
+        let cache = TokenCache::new(8);
+        let victim = identity_in("b", "victim");
+        cache
+            .get(&victim, || async { Ok(token(0, false)) }, no_renew)
+            .await
+            .unwrap();
+        for i in 0..50 {
+            cache
+                .get(
+                    &identity_in("a", &i.to_string()),
+                    || async { Ok(token(0, false)) },
+                    no_renew,
+                )
+                .await
+                .unwrap();
+        }
+        assert!(cache.len() <= 3, "a holds at most 2: {}", cache.len());
+        assert!(cache.peek(&victim).is_some());
+    }
+
     #[tokio::test]
     async fn failed_login_is_not_cached() {
         let cache = TokenCache::new(10);
