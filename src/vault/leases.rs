@@ -228,7 +228,17 @@ impl LeaseCache {
                 }
             }
         }
-        let response = fetch().await?;
+        let response = match fetch().await {
+            Ok(response) => response,
+            Err(err) => {
+                // A failed fetch holds no place (an empty slot is not
+                // counted, so it must not linger either).
+                drop(_busy);
+                drop(slot);
+                self.slots.remove_if_unused(key);
+                return Err(err);
+            }
+        };
         let kept = classify(&response, percent, Instant::now())
             .map(|dynamic| Kept::new(dynamic, &response));
         let keep = kept.is_some();
@@ -414,6 +424,27 @@ mod tests {
             .unwrap();
         assert_eq!(outcome, Outcome::Fetched);
         assert!(cache.is_empty());
+    }
+
+    #[tokio::test]
+    async fn failed_fetches_leave_no_slot() {
+        let cache = LeaseCache::new(10);
+        for pod in 0..100 {
+            let key = LeaseKey {
+                pod_uid: format!("pod-{pod}"),
+                ..key()
+            };
+            let failed = cache
+                .get(
+                    &key,
+                    67,
+                    || async { Err(VaultError::Unavailable("down".into())) },
+                    no_renew,
+                )
+                .await;
+            assert!(failed.is_err());
+        }
+        assert_eq!(cache.slots.held(), 0);
     }
 
     #[tokio::test(start_paused = true)]
