@@ -91,9 +91,22 @@ pub struct ServeArgs {
     #[arg(long, env = "VSP_MOUNT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub mount_timeout: Duration,
 
-    /// Most Vault identities (AppRole credentials, roles) whose tokens are cached.
+    /// Most Vault identities (AppRole credentials, roles) whose tokens are
+    /// cached. Identities are per pod namespace; one namespace holds at most
+    /// a quarter of the cache, and only after a successful login.
     #[arg(long, env = "VSP_TOKEN_CACHE_SIZE", default_value_t = 10_000)]
     pub token_cache_size: usize,
+
+    /// Most Vault requests one pod namespace has in flight at once, under the
+    /// global bound of 64: a slow Vault used by one namespace cannot delay
+    /// another namespace's Mounts.
+    #[arg(
+        long,
+        env = "VSP_MAX_IN_FLIGHT_PER_NAMESPACE",
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u16).range(1..=64)
+    )]
+    pub max_in_flight_per_namespace: u16,
 
     /// Largest Mount response, in bytes. Keep it at or below the driver's
     /// `--max-call-recv-msg-size` (4 MiB by default): a bigger response is

@@ -61,7 +61,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         request_timeout: args.vault.vault_request_timeout,
         token_cache_size: args.token_cache_size,
     })
-    .with_allowed_origins(defaults.allowed_vault_addrs.clone());
+    .with_allowed_origins(defaults.allowed_vault_addrs.clone())
+    .with_max_in_flight_per_namespace(usize::from(args.max_in_flight_per_namespace));
     let vault_check = args.readyz_vault.then(|| VaultTarget {
         address: defaults.vault_address.clone(),
         tls: defaults.tls.clone(),

@@ -1,11 +1,15 @@
-//! Object versions: `HMAC-SHA256(key, objectName, content)`.
+//! Object versions: `HMAC-SHA256(namespaceKey, objectName, content)`, with
+//! `namespaceKey = HMAC-SHA256(key, "namespace:" + podNamespace)`.
 //!
 //! The driver stores versions in SecretProviderClassPodStatus objects that many
 //! can read, and uses them to decide whether anything changed. A keyed hash
 //! changes exactly when the content changes and, unlike a plain hash, lets no
 //! one confirm a guess of a low-entropy secret. The key lives in a file
 //! (default: next to the socket, on the node) so versions survive provider
-//! restarts.
+//! restarts. Each pod namespace gets its own key derived from it: the same
+//! content has unrelated versions in two namespaces, so a tenant who can read
+//! another namespace's pod statuses cannot confirm a guess by mounting the
+//! guessed value itself and comparing versions.
 
 use std::fs;
 use std::io::{self, Write as _};
@@ -97,6 +101,19 @@ impl Versioner {
         Ok(Self { key })
     }
 
+    /// The versioner for one pod namespace (`None`: requests without pod
+    /// info, e.g. the local `mount` command): its key is derived from this
+    /// one, so it is as stable as the key file.
+    pub fn for_namespace(&self, pod_namespace: Option<&str>) -> Self {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC accepts any key length");
+        mac.update(b"namespace:");
+        mac.update(pod_namespace.unwrap_or_default().as_bytes());
+        Self {
+            key: Zeroizing::new(mac.finalize().into_bytes().to_vec()),
+        }
+    }
+
     /// The version of one object's content.
     pub fn version(&self, object_name: &str, content: &[u8]) -> String {
         let mut mac =
@@ -161,6 +178,27 @@ mod tests {
         let path = dir.path().join("key");
         fs::write(&path, b"short").unwrap();
         assert!(Versioner::load_or_create(&path).is_err());
+    }
+
+    #[test]
+    fn versions_differ_across_namespaces_and_survive_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        let v = Versioner::load_or_create(&path).unwrap();
+        let (a, b) = (v.for_namespace(Some("a")), v.for_namespace(Some("b")));
+        assert_ne!(a.version("p", b"x"), b.version("p", b"x"));
+        assert_ne!(a.version("p", b"x"), v.version("p", b"x"));
+        assert_ne!(
+            v.for_namespace(None).version("p", b"x"),
+            a.version("p", b"x")
+        );
+        let reloaded = Versioner::load_or_create(&path).unwrap();
+        assert_eq!(
+            reloaded.for_namespace(Some("a")).version("p", b"x"),
+            a.version("p", b"x")
+        );
+        // The prefix keeps a namespace from colliding with the plain key.
+        assert_ne!(v.for_namespace(Some("")).key, v.key);
     }
 
     #[test]

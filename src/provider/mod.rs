@@ -227,6 +227,9 @@ impl Provider {
             percent[i] = percent[i].min(object.renewal_percent);
         }
         let responses = self.fetch(plan, &sources, &percent).await?;
+        // Versions are keyed per pod namespace: no one can compare them
+        // across namespaces to confirm a guess.
+        let versioner = self.versioner.for_namespace(plan.pod.namespace.as_deref());
 
         let mut files = Vec::with_capacity(plan.objects.len() + plan.templates.len());
         let mut versions = Vec::with_capacity(plan.objects.len() + plan.templates.len());
@@ -237,11 +240,9 @@ impl Provider {
             let mode = object.mode.unwrap_or(plan.default_mode) as i32;
             let version = match rendered.as_slice() {
                 [(path, contents)] if *path == object.name => {
-                    self.versioner.version(object.name.as_str(), contents)
+                    versioner.version(object.name.as_str(), contents)
                 }
-                many => self
-                    .versioner
-                    .version(object.name.as_str(), &concat_files(many)),
+                many => versioner.version(object.name.as_str(), &concat_files(many)),
             };
             versions.push(ObjectVersion {
                 id: object.name.to_string(),
@@ -260,7 +261,7 @@ impl Provider {
             let contents = render::render_template(template, &context)?;
             versions.push(ObjectVersion {
                 id: template.name.to_string(),
-                version: self.versioner.version(template.name.as_str(), &contents),
+                version: versioner.version(template.name.as_str(), &contents),
             });
             files.push(File {
                 path: template.name.to_string(),
@@ -286,7 +287,7 @@ impl Provider {
     ) -> Result<Vec<Response>, MountError> {
         let (identity, token, origin) = self
             .vault
-            .token(&plan.vault, &plan.auth, plan.pod.uid.as_deref())
+            .token(&plan.vault, &plan.auth, &plan.pod)
             .await
             .map_err(MountError::login)?;
         match self
@@ -298,7 +299,7 @@ impl Provider {
                 self.vault.invalidate(&identity, &token);
                 let (identity, token, _) = self
                     .vault
-                    .token(&plan.vault, &plan.auth, plan.pod.uid.as_deref())
+                    .token(&plan.vault, &plan.auth, &plan.pod)
                     .await
                     .map_err(MountError::login)?;
                 self.fetch_with(plan, sources, percent, &identity, &token)

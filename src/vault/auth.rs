@@ -17,23 +17,30 @@ use zeroize::Zeroize as _;
 use super::Vault;
 use super::error::{VaultError, login_error, login_retry, login_status, with_attempts};
 use super::http::vaultrs_base;
+use super::fair::Tenant;
 use super::tokens::{Identity, Origin, Refresh, Token};
-use crate::request::{AuthPlan, Credentials, Namespace, VaultTarget};
+use crate::request::{AuthPlan, Credentials, Namespace, PodInfo, VaultTarget};
+
+/// Longest token we accept from a login. Service tokens are about 100
+/// characters, batch tokens a few hundred.
+const MAX_TOKEN_LEN: usize = 4096;
 use crate::telemetry::metrics::{Operation, metrics};
 
 impl Vault {
     /// A token for the plan's identity: cached, renewed, or from one login
-    /// shared by all concurrent callers. `pod_uid` binds service-account
+    /// shared by all concurrent callers. The pod's UID binds service-account
     /// identities to their pod, so a pod keeps one Vault token while kubelet
-    /// rotates its JWT.
+    /// rotates its JWT; its namespace is the tenant the token serves.
     pub async fn token(
         &self,
         target: &VaultTarget,
         auth: &AuthPlan,
-        pod_uid: Option<&str>,
+        pod: &PodInfo,
     ) -> Result<(Identity, Token, Origin), VaultError> {
-        let (principal, credential_digest) = auth.credentials.identity(pod_uid);
+        let (principal, credential_digest) = auth.credentials.identity(pod.uid.as_deref());
+        let tenant = Tenant::new(pod.namespace.as_deref());
         let identity = Identity {
+            tenant: tenant.clone(),
             target: target.clone(),
             namespace: auth.namespace.clone(),
             auth_mount: auth.auth_mount.clone(),
@@ -44,7 +51,7 @@ impl Vault {
             .tokens
             .get(
                 &identity,
-                || self.login(target, auth),
+                || self.login(target, auth, &tenant),
                 |token| self.renew(target, auth, token),
             )
             .await;
@@ -62,7 +69,7 @@ impl Vault {
             return Refresh::Login;
         };
         let increment = format!("{}s", token.ttl.as_secs().max(1));
-        let _permit = self.http.permit().await;
+        let _permit = self.http.permit(&token.tenant).await;
         match vaultrs::token::renew_self(&scope, Some(&increment)).await {
             Ok(info) if info.lease_duration > 0 => {
                 tracing::debug!(ttl_s = info.lease_duration, "renewed Vault token");
@@ -94,7 +101,7 @@ impl Vault {
         else {
             return false;
         };
-        let _permit = self.http.permit().await;
+        let _permit = self.http.permit(&identity.tenant).await;
         match vaultrs::token::revoke_self(&scope).await {
             Ok(()) => true,
             Err(err) => {
@@ -132,7 +139,12 @@ impl Vault {
         })
     }
 
-    async fn login(&self, target: &VaultTarget, auth: &AuthPlan) -> Result<Token, VaultError> {
+    async fn login(
+        &self,
+        target: &VaultTarget,
+        auth: &AuthPlan,
+        tenant: &Tenant,
+    ) -> Result<Token, VaultError> {
         let namespace = auth.namespace.as_ref();
         let mount = auth.auth_mount.as_str();
         let scope = self.scope(target, namespace, None).await?;
@@ -142,7 +154,7 @@ impl Vault {
         );
         let mut failed = 0;
         let (result, status, started) = loop {
-            let permit = self.http.permit().await;
+            let permit = self.http.permit(tenant).await;
             let started = Instant::now();
             // One arm per auth method.
             let result = match &auth.credentials {
@@ -196,11 +208,7 @@ impl Vault {
             started.elapsed(),
         );
         let info: AuthInfo = result?;
-        if info.client_token.is_empty() {
-            return Err(VaultError::Unexpected(format!(
-                "login at {where_} returned no token"
-            )));
-        }
+        check_token(&info.client_token, &where_)?;
         tracing::debug!(
             ttl_s = info.lease_duration,
             renewable = info.renewable,
@@ -210,8 +218,31 @@ impl Vault {
             secret: Arc::new(SecretString::from(info.client_token)),
             ttl: Duration::from_secs(info.lease_duration),
             renewable: info.renewable,
+            tenant: tenant.clone(),
         })
     }
+}
+
+/// A token must fit in an HTTP header as it is: visible ASCII, bounded. A
+/// login answering anything else (a hostile or broken server) fails here
+/// instead of later, when the token would be sent.
+fn check_token(token: &str, where_: &str) -> Result<(), VaultError> {
+    if token.is_empty() {
+        return Err(VaultError::Unexpected(format!(
+            "login at {where_} returned no token"
+        )));
+    }
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(VaultError::Unexpected(format!(
+            "login at {where_} returned a token longer than {MAX_TOKEN_LEN} characters"
+        )));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(VaultError::Unexpected(format!(
+            "login at {where_} returned a token with characters other than visible ASCII"
+        )));
+    }
+    Ok(())
 }
 
 /// vaultrs' client trait, implemented on a borrowed view: our shared pool,
@@ -244,5 +275,27 @@ impl vaultrs::client::Client for Scoped<'_> {
 
     fn set_token(&mut self, token: &str) {
         token.clone_into(&mut self.middle.token);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_must_be_visible_ascii_and_bounded() {
+        assert!(check_token("hvs.CAESIabc-_.", "x").is_ok());
+        for bad in [
+            "",
+            "a\nb",
+            "a b",
+            "a\u{7f}",
+            "é",
+            &"a".repeat(MAX_TOKEN_LEN + 1),
+        ] {
+            let err = check_token(bad, "auth/approle").unwrap_err();
+            assert!(matches!(err, VaultError::Unexpected(_)), "{bad:?}: {err}");
+            assert!(!err.to_string().contains(bad) || bad.is_empty());
+        }
     }
 }

@@ -11,6 +11,7 @@ use secrecy::ExposeSecret as _;
 use zeroize::Zeroizing;
 
 use super::error::{VaultError, status_error, transport_error, with_attempts};
+use super::fair::{FairShare, Permit, Tenant};
 use super::retry::{self, Retry, RetryPolicy};
 use super::tokens::Token;
 use crate::request::{AllowedOrigins, Method, Namespace, TlsSettings, VaultTarget};
@@ -23,7 +24,11 @@ const MAX_RESPONSE_BYTES: usize = 8 << 20;
 /// connections each pool keeps, so a pod storm reuses that many connections
 /// instead of opening one per request (200 pods of JWT identities once opened
 /// about 1,000 at a time: tens of MiB, and a connection storm on Vault).
-const MAX_IN_FLIGHT: usize = 64;
+pub(super) const MAX_IN_FLIGHT: usize = 64;
+/// Default bound on one pod namespace's requests in flight, under
+/// [`MAX_IN_FLIGHT`] (`--max-in-flight-per-namespace`): a slow Vault of one
+/// namespace holds at most this many, leaving the rest to the others.
+pub const DEFAULT_MAX_IN_FLIGHT_PER_NAMESPACE: usize = 16;
 /// Most redirects followed for one request (a standby pointing at the active
 /// node needs one).
 const MAX_REDIRECTS: usize = 2;
@@ -32,8 +37,8 @@ const MAX_REDIRECTS: usize = 2;
 /// every request to Vault shares.
 pub(super) struct Http {
     pools: Mutex<HashMap<PoolKey, Endpoint>>,
-    /// Permits for [`MAX_IN_FLIGHT`] requests.
-    in_flight: tokio::sync::Semaphore,
+    /// Permits for [`MAX_IN_FLIGHT`] requests, and for each pod namespace's share.
+    pub(super) fair: FairShare,
     /// Deadline for one HTTP request.
     request_timeout: Duration,
     /// Retries of transient failures (see [`retry`]).
@@ -46,19 +51,17 @@ impl Http {
     pub(super) fn new(request_timeout: Duration) -> Self {
         Self {
             pools: Mutex::new(HashMap::new()),
-            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+            fair: FairShare::new(MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT_PER_NAMESPACE),
             request_timeout,
             retry: RetryPolicy::default(),
             allowed: Arc::new(AllowedOrigins::default()),
         }
     }
 
-    /// Waits for one of the [`MAX_IN_FLIGHT`] request slots.
-    pub(super) async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
-        self.in_flight
-            .acquire()
-            .await
-            .expect("the request semaphore is never closed")
+    /// Waits for one of `tenant`'s request slots, then for one of the
+    /// [`MAX_IN_FLIGHT`] global ones.
+    pub(super) async fn permit(&self, tenant: &Tenant) -> Permit<'_> {
+        self.fair.acquire(tenant).await
     }
 
     pub(super) async fn call(
@@ -100,16 +103,21 @@ impl Http {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body);
         }
+        // Built once, so a header value that cannot be sent is an error here
+        // rather than a panic on cloning (tokens are checked at login too).
+        let request_once = builder
+            .build()
+            .map_err(|_| VaultError::Unexpected(format!("{what}: the request cannot be built")))?;
         let idempotent = matches!(request.method, Method::Get | Method::List);
         let mut failed = 0;
         loop {
-            let attempt = builder
-                .try_clone()
-                .expect("request bodies are strings, which can be cloned");
+            let attempt = request_once.try_clone().ok_or_else(|| {
+                VaultError::Unexpected(format!("{what}: the request cannot be repeated"))
+            })?;
             // The permit is held until the body is read: the connection is
             // busy until then.
-            let permit = self.permit().await;
-            let outcome = send(attempt, what).await;
+            let permit = self.permit(&token.tenant).await;
+            let outcome = send(&http, attempt, what).await;
             drop(permit);
             let (err, retry) = match outcome {
                 Ok(value) => return Ok(value),
@@ -185,11 +193,12 @@ impl Http {
 /// One attempt of a Vault request: its JSON response, or why it failed and
 /// whether it may be repeated.
 async fn send(
-    request: reqwest::RequestBuilder,
+    http: &reqwest::Client,
+    request: reqwest::Request,
     what: &str,
 ) -> Result<serde_json::Value, (VaultError, Retry)> {
     let started = Instant::now();
-    let sent = request.send().await;
+    let sent = http.execute(request).await;
     let status = sent.as_ref().ok().map(|r| r.status().as_u16());
     metrics().vault_request(Operation::Read, status, started.elapsed());
     let response = match sent {

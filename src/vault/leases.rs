@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::slots::SlotMap;
+use super::slots::{SlotMap, after};
 use super::{Identity, VaultError};
 use crate::request::Source;
 
@@ -102,14 +102,17 @@ pub fn classify(response: &Arc<Value>, percent: u8, now: Instant) -> Option<Dyna
         let refresh_unix = start + lifetime * fraction;
         let wait = (refresh_unix - unix_now).max(0.0);
         return Some(Dynamic {
-            refresh_at: now + Duration::from_secs_f64(wait),
+            refresh_at: after(
+                now,
+                Duration::try_from_secs_f64(wait).unwrap_or(Duration::MAX),
+            ),
             lease,
             renew: false,
         });
     }
     let lease = lease?;
     Some(Dynamic {
-        refresh_at: now + lease.duration.mul_f64(fraction),
+        refresh_at: after(now, lease.duration.mul_f64(fraction)),
         renew: lease.renewable,
         lease: Some(lease),
     })
@@ -150,7 +153,11 @@ impl LeaseCache {
     /// A cache of at most `capacity` entries.
     pub fn new(capacity: usize) -> Self {
         Self {
-            slots: SlotMap::new(capacity),
+            // A namespace may hold a quarter: one flooding namespace cannot
+            // push out the others' certificates and leases.
+            slots: SlotMap::per_tenant(capacity, capacity / 4, |key: &LeaseKey| {
+                key.identity.tenant.clone()
+            }),
         }
     }
 
@@ -199,10 +206,11 @@ impl LeaseCache {
                         let now = Instant::now();
                         // A grant shorter than asked means the max TTL is
                         // near: use it, then fetch new credentials.
-                        let capped = granted + Duration::from_secs(1) < lease.duration;
+                        let capped =
+                            granted.saturating_add(Duration::from_secs(1)) < lease.duration;
                         let refreshed = Kept {
                             dynamic: Dynamic {
-                                refresh_at: now + granted.mul_f64(fraction),
+                                refresh_at: after(now, granted.mul_f64(fraction)),
                                 renew: !capped,
                                 ..cached.dynamic
                             },
@@ -220,12 +228,24 @@ impl LeaseCache {
                 }
             }
         }
-        let response = fetch().await?;
+        let response = match fetch().await {
+            Ok(response) => response,
+            Err(err) => {
+                // A failed fetch holds no place (an empty slot is not
+                // counted, so it must not linger either).
+                drop(_busy);
+                drop(slot);
+                self.slots.remove_if_unused(key);
+                return Err(err);
+            }
+        };
         let kept = classify(&response, percent, Instant::now())
             .map(|dynamic| Kept::new(dynamic, &response));
         let keep = kept.is_some();
         slot.entry().value = kept;
-        if !keep {
+        if keep {
+            self.slots.admit(key, &slot);
+        } else {
             // Static data is re-read every time; don't hold a slot for it.
             drop(_busy);
             drop(slot);
@@ -254,6 +274,7 @@ mod tests {
         LeaseKey {
             pod_uid: "pod".into(),
             identity: Identity {
+                tenant: Default::default(),
                 target: VaultTarget {
                     address: url::Url::parse("http://127.0.0.1:1").unwrap(),
                     tls: Default::default(),
@@ -403,6 +424,27 @@ mod tests {
             .unwrap();
         assert_eq!(outcome, Outcome::Fetched);
         assert!(cache.is_empty());
+    }
+
+    #[tokio::test]
+    async fn failed_fetches_leave_no_slot() {
+        let cache = LeaseCache::new(10);
+        for pod in 0..100 {
+            let key = LeaseKey {
+                pod_uid: format!("pod-{pod}"),
+                ..key()
+            };
+            let failed = cache
+                .get(
+                    &key,
+                    67,
+                    || async { Err(VaultError::Unavailable("down".into())) },
+                    no_renew,
+                )
+                .await;
+            assert!(failed.is_err());
+        }
+        assert_eq!(cache.slots.held(), 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,6 +6,7 @@
 //! - `http`: our own request path for objects, leases and health (vaultrs has
 //!   no call for an arbitrary path and method, which `objects` needs: KV v1/v2,
 //!   PKI, any engine), TLS, pools, the in-flight bound;
+//! - [`fair`]: the fair share of requests in flight per pod namespace;
 //! - [`error`](self::error): every failure as one typed [`VaultError`];
 //! - [`retry`]: which failures are repeated, and how often;
 //! - [`leases`]: the per-pod cache of certificates and leased secrets;
@@ -13,6 +14,7 @@
 
 mod auth;
 mod error;
+pub mod fair;
 pub mod flight;
 mod health;
 mod http;
@@ -27,7 +29,9 @@ use vaultrs::client::VaultClientSettings;
 
 use crate::request::{AllowedOrigins, Method, Namespace, Source, VaultTarget};
 pub use error::VaultError;
-use http::{Call, Http};
+pub use fair::Tenant;
+pub use http::DEFAULT_MAX_IN_FLIGHT_PER_NAMESPACE;
+use http::{Call, Http, MAX_IN_FLIGHT};
 use retry::RetryPolicy;
 pub use tokens::{Identity, Origin, Refresh, Token, TokenCache};
 
@@ -83,6 +87,14 @@ impl Vault {
     /// there: it would carry the tenant's token.
     pub fn with_allowed_origins(mut self, allowed: AllowedOrigins) -> Self {
         self.http.allowed = std::sync::Arc::new(allowed);
+        self
+    }
+
+    /// Bounds one pod namespace's Vault requests in flight to `limit` (at
+    /// least one, at most the global bound of 64; default
+    /// [`DEFAULT_MAX_IN_FLIGHT_PER_NAMESPACE`]).
+    pub fn with_max_in_flight_per_namespace(mut self, limit: usize) -> Self {
+        self.http.fair = fair::FairShare::new(MAX_IN_FLIGHT, limit);
         self
     }
 

@@ -7,6 +7,11 @@
 //! replaces it. A token Vault refuses (403) is dropped. At most one login or
 //! renewal runs per identity: concurrent Mounts wait for it instead of
 //! starting their own.
+//!
+//! Tenants share the cache fairly: an identity holds a place only after a
+//! successful login (a failed one leaves nothing), identities are per pod
+//! namespace, and one namespace holds at most a quarter of the places, so a
+//! namespace that floods the cache evicts its own tokens, not others'.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,13 +21,17 @@ use secrecy::SecretString;
 use tokio::time::Instant;
 
 use super::VaultError;
-use super::slots::{Slot, SlotMap};
+use super::fair::Tenant;
+use super::slots::{Slot, SlotMap, after};
 use crate::request::{Namespace, VaultTarget};
 
 /// Who a token belongs to. Credentials are kept only as a digest, so the key
 /// itself holds nothing secret.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Identity {
+    /// The pod namespace the token serves: tokens are never shared across
+    /// namespaces, even for the same credentials.
+    pub tenant: Tenant,
     /// The Vault server.
     pub target: VaultTarget,
     /// Namespace of the login.
@@ -45,6 +54,9 @@ pub struct Token {
     pub ttl: Duration,
     /// Whether `renew-self` can extend it.
     pub renewable: bool,
+    /// The pod namespace it serves: its requests count against that
+    /// namespace's share of the requests in flight.
+    pub tenant: Tenant,
 }
 
 /// What the cache does with a token that reached its renewal time.
@@ -82,10 +94,13 @@ pub enum Origin {
 }
 
 impl TokenCache {
-    /// A cache holding at most `capacity` identities.
+    /// A cache holding at most `capacity` identities, at most a quarter of
+    /// them (at least one) of one pod namespace.
     pub fn new(capacity: usize) -> Self {
         Self {
-            slots: SlotMap::new(capacity),
+            slots: SlotMap::per_tenant(capacity, capacity / 4, |identity: &Identity| {
+                identity.tenant.clone()
+            }),
         }
     }
 
@@ -129,34 +144,47 @@ impl TokenCache {
             let now = Instant::now();
             // A grant shorter than asked means the max TTL is near: use
             // the token until shortly before it ends, then log in.
-            let refresh_at = if granted + Duration::from_secs(1) >= period {
-                now + refresh_delay(granted)
+            let refresh_at = if granted.saturating_add(Duration::from_secs(1)) >= period {
+                after(now, refresh_delay(granted))
             } else {
-                now + granted.saturating_sub(safety_margin(granted))
+                after(now, granted.saturating_sub(safety_margin(granted)))
             };
             let mut entry = slot.entry();
             if let Some(cached) = entry.value.as_mut() {
                 cached.refresh_at = refresh_at;
-                cached.expires_at = Some(now + granted);
+                cached.expires_at = Some(after(now, granted));
             }
             entry.last_used = now;
             return Ok((token, Origin::Cached));
         }
-        let token = login().await?;
+        let token = match login().await {
+            Ok(token) => token,
+            Err(err) => {
+                // A failed login holds no place in the cache (unless a
+                // token is still there, e.g. one a refused renewal left).
+                drop(_refreshing);
+                drop(slot);
+                self.slots.remove_if_unused(identity);
+                return Err(err);
+            }
+        };
         let now = Instant::now();
         let cached = Cached {
             refresh_at: if token.ttl.is_zero() {
-                now + Duration::from_secs(365 * 24 * 3600)
+                after(now, Duration::from_secs(365 * 24 * 3600))
             } else {
-                now + refresh_delay(token.ttl)
+                after(now, refresh_delay(token.ttl))
             },
-            expires_at: (!token.ttl.is_zero()).then(|| now + token.ttl),
+            expires_at: (!token.ttl.is_zero()).then(|| after(now, token.ttl)),
             period: token.ttl,
             token: token.clone(),
         };
-        let mut entry = slot.entry();
-        entry.value = Some(cached);
-        entry.last_used = now;
+        {
+            let mut entry = slot.entry();
+            entry.value = Some(cached);
+            entry.last_used = now;
+        }
+        self.slots.admit(identity, &slot);
         Ok((token, Origin::Fresh))
     }
 
@@ -243,6 +271,7 @@ mod tests {
 
     fn identity(principal: &str) -> Identity {
         Identity {
+            tenant: Tenant::new(Some("ns")),
             target: VaultTarget {
                 address: url::Url::parse("http://127.0.0.1:1").unwrap(),
                 tls: Default::default(),
@@ -259,6 +288,7 @@ mod tests {
             secret: Arc::new(SecretString::from("t".to_owned())),
             ttl: Duration::from_secs(ttl_secs),
             renewable,
+            tenant: Tenant::default(),
         }
     }
 
@@ -448,6 +478,62 @@ mod tests {
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].0.principal, "old");
         assert_eq!(cache.len(), 1);
+    }
+
+    fn identity_in(namespace: &str, principal: &str) -> Identity {
+        Identity {
+            tenant: Tenant::new(Some(namespace)),
+            ..identity(principal)
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_logins_take_no_place_and_evict_nothing() {
+        // One place per namespace: a failed login must not take it.
+        let cache = TokenCache::new(4);
+        let kept = identity_in("b", "kept");
+        cache
+            .get(&kept, || async { Ok(token(0, false)) }, no_renew)
+            .await
+            .unwrap();
+        for i in 0..100 {
+            let err = cache
+                .get(
+                    &identity_in("b", &i.to_string()),
+                    || async { Err(VaultError::LoginRefused("no".into())) },
+                    no_renew,
+                )
+                .await;
+            assert!(err.is_err());
+        }
+        assert_eq!(cache.len(), 1);
+        let (_, origin) = cache
+            .get(&kept, || async { panic!("no login") }, no_renew)
+            .await
+            .unwrap();
+        assert_eq!(origin, Origin::Cached);
+    }
+
+    #[tokio::test]
+    async fn one_namespace_holds_at_most_a_quarter() {
+        let cache = TokenCache::new(8);
+        let victim = identity_in("b", "victim");
+        cache
+            .get(&victim, || async { Ok(token(0, false)) }, no_renew)
+            .await
+            .unwrap();
+        for i in 0..50 {
+            cache
+                .get(
+                    &identity_in("a", &i.to_string()),
+                    || async { Ok(token(0, false)) },
+                    no_renew,
+                )
+                .await
+                .unwrap();
+        }
+        assert!(cache.len() <= 3, "a holds at most 2: {}", cache.len());
+        assert!(cache.peek(&victim).is_some());
     }
 
     #[tokio::test]

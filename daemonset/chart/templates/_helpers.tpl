@@ -54,6 +54,7 @@ vaultTlsSkipVerify: false
 vaultRequestTimeout: 10s
 allowedVaultAddrs: []
 spcTlsDir: ""
+maxInFlightPerNamespace: 16
 {{- end -}}
 
 {{/* The provider's arguments, as a YAML list. */}}
