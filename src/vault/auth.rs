@@ -16,8 +16,8 @@ use zeroize::Zeroize as _;
 
 use super::Vault;
 use super::error::{VaultError, login_error, login_retry, login_status, with_attempts};
-use super::http::vaultrs_base;
 use super::fair::Tenant;
+use super::http::vaultrs_base;
 use super::tokens::{Identity, Origin, Refresh, Token};
 use crate::request::{AuthPlan, Credentials, Namespace, PodInfo, VaultTarget};
 
