@@ -62,6 +62,16 @@ impl ByteBudget {
         Ok(())
     }
 
+    /// Gives back a charge for bytes no longer held (a failed attempt that
+    /// will be retried).
+    pub fn refund(&self, bytes: usize) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                Some(used.saturating_sub(bytes))
+            });
+    }
+
     /// The error for this budget.
     pub fn over(&self) -> OverBudget {
         OverBudget { limit: self.limit }
