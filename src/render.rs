@@ -613,7 +613,9 @@ mod tests {
         );
 
         context.remove("user");
-        let err = render_template(spec, &context, &unlimited()).unwrap_err().to_string();
+        let err = render_template(spec, &context, &unlimited())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("undefined"), "{err}");
         assert!(!err.contains("p<&>"), "error must not quote values: {err}");
 
@@ -658,8 +660,8 @@ mod tests {
             template: "{% for i in range(1000) %}{{ 'y' * 10000 }}{% endfor %}".into(),
             mode: None,
         };
-        let err = render_template(&looping, &BTreeMap::new(), &ByteBudget::new(1 << 20))
-            .unwrap_err();
+        let err =
+            render_template(&looping, &BTreeMap::new(), &ByteBudget::new(1 << 20)).unwrap_err();
         assert!(matches!(err, RenderError::TooLarge { .. }), "{err}");
     }
 

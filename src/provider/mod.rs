@@ -148,10 +148,7 @@ impl Provider {
     /// Runs CPU-bound work (parsing, rendering) on a blocking thread, at most
     /// [`CPU_CONCURRENCY`] at once. The permit goes with the work, so a Mount
     /// that times out does not free it while the work still runs.
-    async fn off_workers<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> T {
+    async fn off_workers<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> T {
         let permit = self
             .cpu
             .clone()
@@ -383,7 +380,9 @@ impl Provider {
             source: source.clone(),
         };
         let fetch = || async {
-            let (response, role) = self.shared_read(plan, source, identity, token, budget).await?;
+            let (response, role) = self
+                .shared_read(plan, source, identity, token, budget)
+                .await?;
             // Another pod's certificate or credentials are not ours to use.
             if role == Role::Follower
                 && leases::classify(&response, percent, tokio::time::Instant::now()).is_some()
@@ -452,7 +451,6 @@ fn render_all(
     versioner: &Versioner,
     budget: &ByteBudget,
 ) -> Result<MountResponse, MountError> {
-
     let mut files = Vec::with_capacity(objects.len() + templates.len());
     let mut versions = Vec::with_capacity(objects.len() + templates.len());
     // What templates may refer to; built only when there are templates.
@@ -473,8 +471,7 @@ fn render_all(
             [(path, contents)] if *path == object.name => {
                 versioner.version(object.name.as_str(), contents)
             }
-            many => versioner
-                .version(object.name.as_str(), &concat_files(many)),
+            many => versioner.version(object.name.as_str(), &concat_files(many)),
         };
         versions.push(ObjectVersion {
             id: object.name.to_string(),

@@ -458,7 +458,11 @@ mod tests {
         http.endpoint(&target(0)).await.unwrap();
         assert_eq!(http.built(), MAX_CLIENTS + 1, "target 0 was kept");
         http.endpoint(&target(1)).await.unwrap();
-        assert_eq!(http.built(), MAX_CLIENTS + 2, "target 1 was evicted and is rebuilt");
+        assert_eq!(
+            http.built(),
+            MAX_CLIENTS + 2,
+            "target 1 was evicted and is rebuilt"
+        );
         assert_eq!(http.pools.lock().unwrap().clients.len(), MAX_CLIENTS);
     }
 }

@@ -462,7 +462,12 @@ mod tests {
         };
         for n in 0..3 {
             cache
-                .get(&pod(n), 50, || async { Ok(leased("x", 100, true)) }, no_renew)
+                .get(
+                    &pod(n),
+                    50,
+                    || async { Ok(leased("x", 100, true)) },
+                    no_renew,
+                )
                 .await
                 .unwrap();
             tokio::time::advance(Duration::from_secs(1)).await;
@@ -475,13 +480,23 @@ mod tests {
         assert_eq!(outcome, Outcome::Reused);
         tokio::time::advance(Duration::from_secs(1)).await;
         cache
-            .get(&pod(3), 50, || async { Ok(leased("x", 100, true)) }, no_renew)
+            .get(
+                &pod(3),
+                50,
+                || async { Ok(leased("x", 100, true)) },
+                no_renew,
+            )
             .await
             .unwrap();
         assert_eq!(cache.len(), 3);
         assert_eq!(cache.bytes(), one * 3);
         let (_, outcome) = cache
-            .get(&pod(1), 50, || async { Ok(leased("x", 100, true)) }, no_renew)
+            .get(
+                &pod(1),
+                50,
+                || async { Ok(leased("x", 100, true)) },
+                no_renew,
+            )
             .await
             .unwrap();
         assert_eq!(outcome, Outcome::Fetched, "pod1 was dropped");
@@ -494,7 +509,12 @@ mod tests {
         // A response bigger than the whole budget is returned, not kept.
         let small = LeaseCache::new(10, 10);
         small
-            .get(&key(), 50, || async { Ok(leased("x", 100, true)) }, no_renew)
+            .get(
+                &key(),
+                50,
+                || async { Ok(leased("x", 100, true)) },
+                no_renew,
+            )
             .await
             .unwrap();
         assert!(small.is_empty());

@@ -200,7 +200,11 @@ mod tests {
             tokio::time::advance(Duration::from_secs(1)).await;
         }
         map.slot(&0).entry().last_used = Instant::now();
-        assert_eq!(map.shrink_to(50, |v| *v), 50, "within budget: nothing dropped");
+        assert_eq!(
+            map.shrink_to(50, |v| *v),
+            50,
+            "within budget: nothing dropped"
+        );
         assert_eq!(map.shrink_to(25, |v| *v), 20);
         assert_eq!(map.len(), 2);
         assert!(map.peek(&0, |v| *v).is_some(), "recently used: kept");
