@@ -189,7 +189,7 @@ impl HostileVault {
         let prefix = b"{\"data\":{\"k\":\"";
         let suffix = b"\"}}";
         let filler = body_bytes - prefix.len() - suffix.len();
-        let length = if n % 2 == 0 {
+        let length = if n.is_multiple_of(2) {
             format!("Content-Length: {body_bytes}\r\n")
         } else {
             String::new()

@@ -207,6 +207,11 @@ impl Provider {
         }
     }
 
+    /// Mounts waiting for another Mount's identical read now (for tests).
+    pub fn reads_following(&self) -> usize {
+        self.reads.following()
+    }
+
     /// The Vault client (for health and metrics).
     pub fn vault(&self) -> &Vault {
         &self.vault
