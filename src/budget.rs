@@ -9,8 +9,10 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// The flag that sets the per-Mount budget.
-pub const FLAG: &str = "--max-response-size";
+/// The flag that bounds a Mount whose files go back to the driver.
+pub const RESPONSE_FLAG: &str = "--max-response-size";
+/// The flag that bounds every Mount (and alone, in `--write-mode direct`).
+pub const MOUNT_FLAG: &str = "--max-mount-bytes";
 
 /// Bytes one Mount may still fetch and render. Shared by the Mount's
 /// concurrent fetches; charges are never given back (what was fetched is held
@@ -18,26 +20,35 @@ pub const FLAG: &str = "--max-response-size";
 #[derive(Debug)]
 pub struct ByteBudget {
     limit: usize,
+    /// The flag that set `limit`, for messages.
+    flag: &'static str,
     used: AtomicUsize,
 }
 
 /// A Mount went over its [`ByteBudget`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the Mount's data is above the limit of {limit} bytes per Mount ({FLAG}): split the \
-     SecretProviderClass, or raise the driver's --max-call-recv-msg-size and this provider's \
-     {FLAG} together"
+    "the Mount's data is above the limit of {limit} bytes per Mount ({flag}): split the \
+     SecretProviderClass, or raise {flag}{also}",
+    also = if *flag == RESPONSE_FLAG {
+        " together with the driver's --max-call-recv-msg-size"
+    } else {
+        ""
+    }
 )]
 pub struct OverBudget {
     /// The budget's limit.
     pub limit: usize,
+    /// The flag that set it.
+    pub flag: &'static str,
 }
 
 impl ByteBudget {
-    /// A budget of `limit` bytes.
-    pub fn new(limit: usize) -> Self {
+    /// A budget of `limit` bytes, set by `flag`.
+    pub fn new(limit: usize, flag: &'static str) -> Self {
         Self {
             limit,
+            flag,
             used: AtomicUsize::new(0),
         }
     }
@@ -74,7 +85,10 @@ impl ByteBudget {
 
     /// The error for this budget.
     pub fn over(&self) -> OverBudget {
-        OverBudget { limit: self.limit }
+        OverBudget {
+            limit: self.limit,
+            flag: self.flag,
+        }
     }
 }
 
@@ -84,7 +98,7 @@ mod tests {
 
     #[test]
     fn charges_until_over() {
-        let budget = ByteBudget::new(10);
+        let budget = ByteBudget::new(10, RESPONSE_FLAG);
         assert_eq!(budget.charge(4), Ok(()));
         assert_eq!(budget.charge(6), Ok(()));
         assert_eq!(budget.remaining(), 0);

@@ -633,7 +633,7 @@ mod tests {
     }
 
     fn unlimited() -> ByteBudget {
-        ByteBudget::new(usize::MAX)
+        ByteBudget::new(usize::MAX, "test")
     }
 
     #[test]
@@ -643,7 +643,7 @@ mod tests {
             template: "{{ 'x' * 3000000 }}".into(),
             mode: None,
         };
-        let budget = ByteBudget::new(4 << 20);
+        let budget = ByteBudget::new(4 << 20, "--max-response-size");
         assert_eq!(
             render_template(&spec, &BTreeMap::new(), &budget)
                 .unwrap()
@@ -660,8 +660,12 @@ mod tests {
             template: "{% for i in range(1000) %}{{ 'y' * 10000 }}{% endfor %}".into(),
             mode: None,
         };
-        let err =
-            render_template(&looping, &BTreeMap::new(), &ByteBudget::new(1 << 20)).unwrap_err();
+        let err = render_template(
+            &looping,
+            &BTreeMap::new(),
+            &ByteBudget::new(1 << 20, "--max-response-size"),
+        )
+        .unwrap_err();
         assert!(matches!(err, RenderError::TooLarge { .. }), "{err}");
     }
 

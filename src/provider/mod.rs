@@ -41,8 +41,10 @@ const FETCH_CONCURRENCY: usize = 16;
 const DEFAULT_LEASE_CAPACITY: usize = 10_000;
 /// Default byte budget of the lease cache.
 const DEFAULT_LEASE_BYTES: usize = 32 << 20;
-/// Default bytes one Mount may fetch, and render (`--max-response-size`).
-const DEFAULT_MOUNT_BUDGET: usize = 4 << 20;
+/// Default bytes one Mount may fetch, and render (`--max-mount-bytes`).
+const DEFAULT_MOUNT_BYTES: usize = 8 << 20;
+/// Default largest response to the driver (`--max-response-size`).
+const DEFAULT_RESPONSE_BYTES: usize = 4 << 20;
 /// Most parses and renders running at once. They run on tokio's blocking
 /// threads, never on the async workers, so a costly SecretProviderClass
 /// cannot stall the workers that answer `/healthz` and other Mounts; this
@@ -99,7 +101,10 @@ pub struct Provider {
     versioner: Arc<Versioner>,
     defaults: Arc<Defaults>,
     /// Bytes one Mount may fetch, and again render.
-    mount_budget: usize,
+    max_mount_bytes: usize,
+    /// Largest response to the driver: the tighter budget when the files go
+    /// back to it.
+    max_response_bytes: usize,
     /// Permits for [`CPU_CONCURRENCY`] parses and renders.
     cpu: Arc<tokio::sync::Semaphore>,
     leases: LeaseCache,
@@ -115,7 +120,8 @@ impl Provider {
             vault,
             versioner: Arc::new(versioner),
             defaults: Arc::new(defaults),
-            mount_budget: DEFAULT_MOUNT_BUDGET,
+            max_mount_bytes: DEFAULT_MOUNT_BYTES,
+            max_response_bytes: DEFAULT_RESPONSE_BYTES,
             cpu: Arc::new(tokio::sync::Semaphore::new(CPU_CONCURRENCY)),
             leases: LeaseCache::new(DEFAULT_LEASE_CAPACITY, DEFAULT_LEASE_BYTES),
             reads: Flights::default(),
@@ -138,11 +144,24 @@ impl Provider {
     }
 
     /// Bytes one Mount may fetch from Vault, and again render into files
-    /// (`--max-response-size`): a Mount over it fails as soon as it is, not
-    /// after holding everything.
-    pub fn with_mount_budget(mut self, bytes: usize) -> Self {
-        self.mount_budget = bytes;
+    /// (`--max-mount-bytes`), and the largest response to the driver
+    /// (`--max-response-size`), which is the budget when it is smaller and
+    /// the files go back to the driver. A Mount over its budget fails as soon
+    /// as it is, not after holding everything.
+    pub fn with_mount_budget(mut self, mount_bytes: usize, response_bytes: usize) -> Self {
+        self.max_mount_bytes = mount_bytes;
+        self.max_response_bytes = response_bytes;
         self
+    }
+
+    /// A fresh budget for one Mount (one for fetching, one for rendering).
+    fn budget(&self) -> ByteBudget {
+        match self.write_mode {
+            WriteMode::Response if self.max_response_bytes <= self.max_mount_bytes => {
+                ByteBudget::new(self.max_response_bytes, crate::budget::RESPONSE_FLAG)
+            }
+            _ => ByteBudget::new(self.max_mount_bytes, crate::budget::MOUNT_FLAG),
+        }
     }
 
     /// Runs CPU-bound work (parsing, rendering) on a blocking thread, at most
@@ -281,7 +300,7 @@ impl Provider {
         for (object, &i) in plan.objects.iter().zip(&source_of) {
             percent[i] = percent[i].min(object.renewal_percent);
         }
-        let budget = ByteBudget::new(self.mount_budget);
+        let budget = self.budget();
         let responses = self.fetch(plan, &sources, &percent, &budget).await?;
 
         // Rendering is charged anew: the files are what the response holds.
@@ -289,7 +308,7 @@ impl Provider {
         let templates = plan.templates.clone();
         let default_mode = plan.default_mode;
         let versioner = self.versioner.clone();
-        let budget = ByteBudget::new(self.mount_budget);
+        let budget = self.budget();
         self.off_workers(move || {
             render_all(
                 &objects,

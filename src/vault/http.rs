@@ -383,7 +383,7 @@ async fn read_body(
     what: &str,
     budget: Option<&ByteBudget>,
 ) -> Result<Vec<u8>, VaultError> {
-    let fixed = ByteBudget::new(MAX_RESPONSE_BYTES);
+    let fixed = ByteBudget::new(MAX_RESPONSE_BYTES, "no flag");
     let budget = budget.unwrap_or(&fixed);
     let mut charged = 0;
     let result = read_charged(response, what, budget, &mut charged).await;
