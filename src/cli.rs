@@ -111,12 +111,27 @@ pub struct ServeArgs {
     /// Largest Mount response, in bytes. Keep it at or below the driver's
     /// `--max-call-recv-msg-size` (4 MiB by default): a bigger response is
     /// refused here with a clear error instead of failing inside the driver.
+    /// With `--write-mode response`, also each Mount's byte budget when it is
+    /// below `--max-mount-bytes`.
     #[arg(long, env = "VSP_MAX_RESPONSE_SIZE", default_value_t = 4 << 20)]
     pub max_response_size: usize,
+
+    /// Bytes one Mount may fetch from Vault, and again render into files; a
+    /// Mount fails with `ResourceExhausted` as soon as it would exceed either,
+    /// before the memory is spent. The files going back to the driver are
+    /// bounded by `--max-response-size` too; in `--write-mode direct` only
+    /// by this.
+    #[arg(long, env = "VSP_MAX_MOUNT_BYTES", default_value_t = 8 << 20)]
+    pub max_mount_bytes: usize,
 
     /// Most pod certificates and leased secrets kept between Mounts.
     #[arg(long, env = "VSP_LEASE_CACHE_SIZE", default_value_t = 10_000)]
     pub lease_cache_size: usize,
+
+    /// Most bytes of pod certificates and leased secrets kept between Mounts
+    /// (as compact JSON); the least recently used are dropped beyond it.
+    #[arg(long, env = "VSP_LEASE_CACHE_BYTES", default_value_t = 32 << 20)]
+    pub lease_cache_bytes: usize,
 
     /// Per-pod state (certificates, leases, tokens) that no Mount has used for
     /// this long is dropped: the driver never says when a pod is gone.

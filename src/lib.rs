@@ -23,6 +23,8 @@
 //! - [`version`]: keyed object versions that reveal nothing of the content.
 //! - [`request`]: the driver's `attributes`, `secrets` and `permission` parsed
 //!   once into a typed [`request::MountPlan`]; everything after works on it.
+//! - [`budget`]: the bytes one Mount may fetch and render (charged by
+//!   `vault` and `render` while they work; imports nothing else).
 //! - [`telemetry`]: log setup and Prometheus metrics (imports nothing else
 //!   from the crate).
 //! - [`local`]: the `mount` subcommand: a SecretProviderClass file rendered
@@ -32,6 +34,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod admin;
+pub mod budget;
 pub mod cli;
 pub mod local;
 pub mod proto;

@@ -68,7 +68,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         tls: defaults.tls.clone(),
     });
     let mut provider = Provider::new(vault, versioner, defaults)
-        .with_lease_capacity(args.lease_cache_size)
+        .with_lease_capacity(args.lease_cache_size, args.lease_cache_bytes)
+        .with_mount_budget(args.max_mount_bytes, args.max_response_size)
         .with_write_mode(args.write_mode);
     if args.sync_secrets {
         let config = KubeConfig::resolve(

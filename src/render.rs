@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use std::collections::BTreeMap;
 
+use crate::budget::{ByteBudget, OverBudget};
 use crate::request::{Encoding, FilePath, ObjectSpec, Selection, TemplateSpec};
 
 /// Most template output accepted, in bytes (the driver's whole gRPC limit).
@@ -56,6 +57,15 @@ pub enum RenderError {
         object: String,
         /// What went wrong.
         message: String,
+    },
+    /// The files would take the Mount over its byte budget
+    /// (`--max-response-size`); rendering stopped there.
+    #[error("object {object:?}: {source}")]
+    TooLarge {
+        /// objectName.
+        object: String,
+        /// The budget that ran out.
+        source: OverBudget,
     },
     /// The value is not valid in the declared `encoding`.
     #[error("object {object:?}: the value of {key:?} is not valid {encoding}")]
@@ -211,10 +221,13 @@ fn value_bytes(object: &ObjectSpec, key: &str, value: &Value) -> Result<Vec<u8>,
 
 /// Renders a template object. `objects` maps every other object's name to
 /// its content (a string; for `render: keys` objects, a map of key to
-/// content). Undefined names are errors, and evaluation is bounded.
+/// content). Undefined names are errors, and evaluation is bounded: in steps
+/// (fuel) and in output, which is charged to `budget` as it is written, so a
+/// template that would produce more than the Mount may hold stops there.
 pub fn render_template(
     spec: &TemplateSpec,
     objects: &BTreeMap<String, Value>,
+    budget: &ByteBudget,
 ) -> Result<Vec<u8>, RenderError> {
     let fail = |message: String| RenderError::Template {
         object: spec.name.to_string(),
@@ -233,15 +246,50 @@ pub fn render_template(
     let template = env
         .template_from_str(&spec.template)
         .map_err(|err| fail(template_error(&err)))?;
-    let output = template
-        .render(minijinja::context! { objects => template_value(&Value::Object(objects.clone().into_iter().collect())) })
-        .map_err(|err| fail(template_error(&err)))?;
-    if output.len() > MAX_TEMPLATE_OUTPUT {
+    let mut output = Charged {
+        out: Vec::new(),
+        budget,
+        over: false,
+    };
+    let rendered = template.render_captured_to(
+        minijinja::context! { objects => template_value(&Value::Object(objects.clone().into_iter().collect())) },
+        &mut output,
+    );
+    if output.over {
+        return Err(RenderError::TooLarge {
+            object: spec.name.to_string(),
+            source: budget.over(),
+        });
+    }
+    rendered.map_err(|err| fail(template_error(&err)))?;
+    if output.out.len() > MAX_TEMPLATE_OUTPUT {
         return Err(fail(format!(
             "output is larger than {MAX_TEMPLATE_OUTPUT} bytes"
         )));
     }
-    Ok(output.into_bytes())
+    Ok(output.out)
+}
+
+/// A template's output, charged to the Mount's budget before it is kept.
+struct Charged<'a> {
+    out: Vec<u8>,
+    budget: &'a ByteBudget,
+    over: bool,
+}
+
+impl std::io::Write for Charged<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.budget.charge(buf.len()).is_err() {
+            self.over = true;
+            return Err(std::io::Error::other("over the Mount's byte budget"));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn template_value(value: &Value) -> minijinja::Value {
@@ -560,12 +608,14 @@ mod tests {
         context.insert("db-pass".to_owned(), json!("p<&>"));
         context.insert("all".to_owned(), json!({"hosts": "a,b"}));
         assert_eq!(
-            render_template(spec, &context).unwrap(),
+            render_template(spec, &context, &unlimited()).unwrap(),
             b"USER=svc\nPASS=p<&>\nHOSTS=a,b\n"
         );
 
         context.remove("user");
-        let err = render_template(spec, &context).unwrap_err().to_string();
+        let err = render_template(spec, &context, &unlimited())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("undefined"), "{err}");
         assert!(!err.contains("p<&>"), "error must not quote values: {err}");
 
@@ -577,9 +627,46 @@ mod tests {
             mode: None,
         };
         assert!(
-            render_template(&looping, &BTreeMap::new()).is_err(),
+            render_template(&looping, &BTreeMap::new(), &unlimited()).is_err(),
             "fuel must stop runaway templates"
         );
+    }
+
+    fn unlimited() -> ByteBudget {
+        ByteBudget::new(usize::MAX, "test")
+    }
+
+    #[test]
+    fn template_output_is_charged_while_it_is_written() {
+        let spec = TemplateSpec {
+            name: FilePath::parse("big").unwrap(),
+            template: "{{ 'x' * 3000000 }}".into(),
+            mode: None,
+        };
+        let budget = ByteBudget::new(4 << 20, "--max-response-size");
+        assert_eq!(
+            render_template(&spec, &BTreeMap::new(), &budget)
+                .unwrap()
+                .len(),
+            3_000_000
+        );
+        // The second one no longer fits the Mount's budget.
+        let err = render_template(&spec, &BTreeMap::new(), &budget).unwrap_err();
+        assert!(matches!(err, RenderError::TooLarge { .. }), "{err}");
+        assert!(err.to_string().contains("--max-response-size"), "{err}");
+        // Output in many small writes stops too, before the loop ends.
+        let looping = TemplateSpec {
+            name: FilePath::parse("loop").unwrap(),
+            template: "{% for i in range(1000) %}{{ 'y' * 10000 }}{% endfor %}".into(),
+            mode: None,
+        };
+        let err = render_template(
+            &looping,
+            &BTreeMap::new(),
+            &ByteBudget::new(1 << 20, "--max-response-size"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, RenderError::TooLarge { .. }), "{err}");
     }
 
     #[test]

@@ -840,6 +840,8 @@ async fn the_ci_values_files_render_and_apply() {
     assert_eq!(serve.max_response_size, 2 << 20);
     assert_eq!(serve.lease_cache_size, 600);
     assert_eq!(serve.max_in_flight_per_namespace, 8);
+    assert_eq!(serve.max_mount_bytes, 6 << 20);
+    assert_eq!(serve.lease_cache_bytes, 1 << 20);
     assert_eq!(serve.pod_state_idle_timeout, Duration::from_secs(5400));
     assert_eq!(
         serve.version_key_file.as_deref(),

@@ -309,7 +309,7 @@ proptest! {
             ("a".to_owned(), Value::from(a)),
             ("b".to_owned(), json!({"k": "v"})),
         ]);
-        if let Ok(out) = render::render_template(&spec, &context) {
+        if let Ok(out) = render::render_template(&spec, &context, &vault_secrets_provider::budget::ByteBudget::new(usize::MAX, "test")) {
             prop_assert!(out.len() <= 1 << 20);
         }
     }

@@ -58,7 +58,7 @@ fuzz_target!(|input: (&str, u8, &str, &str)| {
         template: template.to_owned(),
         mode: None,
     };
-    if let Ok(out) = render::render_template(&spec, &context) {
+    if let Ok(out) = render::render_template(&spec, &context, &vault_secrets_provider::budget::ByteBudget::new(usize::MAX, "test")) {
         assert!(out.len() <= 1 << 20);
     }
 });

@@ -90,12 +90,14 @@ impl MountError {
                 VaultError::Rejected(_) | VaultError::Tls(_) => Code::InvalidArgument,
                 VaultError::Unavailable(_) => Code::Unavailable,
                 VaultError::Unexpected(_) => Code::Internal,
+                VaultError::TooLarge(_) => Code::ResourceExhausted,
             },
             Self::Render(
                 RenderError::Decode { .. }
                 | RenderError::BadFileName { .. }
                 | RenderError::Template { .. },
             ) => Code::InvalidArgument,
+            Self::Render(RenderError::TooLarge { .. }) => Code::ResourceExhausted,
             Self::Render(_) => Code::NotFound,
             Self::Write(WriteError::InvalidTarget { .. } | WriteError::InvalidFile { .. }) => {
                 Code::InvalidArgument

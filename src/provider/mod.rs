@@ -24,6 +24,7 @@ pub mod error;
 
 pub use error::MountError;
 
+use crate::budget::ByteBudget;
 use crate::proto::{File, MountRequest, MountResponse, ObjectVersion};
 use crate::render;
 use crate::request::{self, Defaults, Method, MountPlan, RequestError, Source};
@@ -38,6 +39,17 @@ use crate::write::WriteMode;
 const FETCH_CONCURRENCY: usize = 16;
 /// Default bound on cached pod certificates and leases.
 const DEFAULT_LEASE_CAPACITY: usize = 10_000;
+/// Default byte budget of the lease cache.
+const DEFAULT_LEASE_BYTES: usize = 32 << 20;
+/// Default bytes one Mount may fetch, and render (`--max-mount-bytes`).
+const DEFAULT_MOUNT_BYTES: usize = 8 << 20;
+/// Default largest response to the driver (`--max-response-size`).
+const DEFAULT_RESPONSE_BYTES: usize = 4 << 20;
+/// Most parses and renders running at once. They run on tokio's blocking
+/// threads, never on the async workers, so a costly SecretProviderClass
+/// cannot stall the workers that answer `/healthz` and other Mounts; this
+/// bounds how many cores they take.
+const CPU_CONCURRENCY: usize = 2;
 
 /// The files of a multi-file object as one byte string for its version:
 /// each path and content length-prefixed, so no two file sets collide.
@@ -86,8 +98,15 @@ type Response = Arc<serde_json::Value>;
 /// Everything a Mount needs that outlives a single request.
 pub struct Provider {
     vault: Vault,
-    versioner: Versioner,
-    defaults: Defaults,
+    versioner: Arc<Versioner>,
+    defaults: Arc<Defaults>,
+    /// Bytes one Mount may fetch, and again render.
+    max_mount_bytes: usize,
+    /// Largest response to the driver: the tighter budget when the files go
+    /// back to it.
+    max_response_bytes: usize,
+    /// Permits for [`CPU_CONCURRENCY`] parses and renders.
+    cpu: Arc<tokio::sync::Semaphore>,
     leases: LeaseCache,
     reads: Flights<(Identity, Source), Result<Response, VaultError>>,
     write_mode: WriteMode,
@@ -99,9 +118,12 @@ impl Provider {
     pub fn new(vault: Vault, versioner: Versioner, defaults: Defaults) -> Self {
         Self {
             vault,
-            versioner,
-            defaults,
-            leases: LeaseCache::new(DEFAULT_LEASE_CAPACITY),
+            versioner: Arc::new(versioner),
+            defaults: Arc::new(defaults),
+            max_mount_bytes: DEFAULT_MOUNT_BYTES,
+            max_response_bytes: DEFAULT_RESPONSE_BYTES,
+            cpu: Arc::new(tokio::sync::Semaphore::new(CPU_CONCURRENCY)),
+            leases: LeaseCache::new(DEFAULT_LEASE_CAPACITY, DEFAULT_LEASE_BYTES),
             reads: Flights::default(),
             write_mode: WriteMode::Response,
             secret_sync: None,
@@ -114,10 +136,52 @@ impl Provider {
         self
     }
 
-    /// Bounds the per-pod certificate and lease cache to `capacity` entries.
-    pub fn with_lease_capacity(mut self, capacity: usize) -> Self {
-        self.leases = LeaseCache::new(capacity);
+    /// Bounds the per-pod certificate and lease cache to `capacity` entries
+    /// and `bytes` of kept responses.
+    pub fn with_lease_capacity(mut self, capacity: usize, bytes: usize) -> Self {
+        self.leases = LeaseCache::new(capacity, bytes);
         self
+    }
+
+    /// Bytes one Mount may fetch from Vault, and again render into files
+    /// (`--max-mount-bytes`), and the largest response to the driver
+    /// (`--max-response-size`), which is the budget when it is smaller and
+    /// the files go back to the driver. A Mount over its budget fails as soon
+    /// as it is, not after holding everything.
+    pub fn with_mount_budget(mut self, mount_bytes: usize, response_bytes: usize) -> Self {
+        self.max_mount_bytes = mount_bytes;
+        self.max_response_bytes = response_bytes;
+        self
+    }
+
+    /// A fresh budget for one Mount (one for fetching, one for rendering).
+    fn budget(&self) -> ByteBudget {
+        match self.write_mode {
+            WriteMode::Response if self.max_response_bytes <= self.max_mount_bytes => {
+                ByteBudget::new(self.max_response_bytes, crate::budget::RESPONSE_FLAG)
+            }
+            _ => ByteBudget::new(self.max_mount_bytes, crate::budget::MOUNT_FLAG),
+        }
+    }
+
+    /// Runs CPU-bound work (parsing, rendering) on a blocking thread, at most
+    /// [`CPU_CONCURRENCY`] at once. The permit goes with the work, so a Mount
+    /// that times out does not free it while the work still runs.
+    async fn off_workers<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> T {
+        let permit = self
+            .cpu
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the CPU semaphore is never closed");
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        });
+        match task.await {
+            Ok(value) => value,
+            Err(err) => std::panic::resume_unwind(err.into_panic()),
+        }
     }
 
     /// The per-pod certificate and lease cache (for metrics and tests).
@@ -162,6 +226,11 @@ impl Provider {
         }
     }
 
+    /// Mounts waiting for another Mount's identical read now (for tests).
+    pub fn reads_following(&self) -> usize {
+        self.reads.following()
+    }
+
     /// The Vault client (for health and metrics).
     pub fn vault(&self) -> &Vault {
         &self.vault
@@ -169,7 +238,12 @@ impl Provider {
 
     /// Parses and runs one driver request.
     pub async fn mount(&self, request: &MountRequest) -> Result<MountResponse, MountError> {
-        let plan = request::parse(request, &self.defaults)?;
+        let plan = {
+            let request = request.clone();
+            let defaults = self.defaults.clone();
+            self.off_workers(move || request::parse(&request, &defaults))
+                .await?
+        };
         // The Mount's log span (server::observer::MountObserver) has a field for this.
         tracing::Span::current().record("objects", plan.objects.len() + plan.templates.len());
         match self.write_mode {
@@ -226,54 +300,29 @@ impl Provider {
         for (object, &i) in plan.objects.iter().zip(&source_of) {
             percent[i] = percent[i].min(object.renewal_percent);
         }
-        let responses = self.fetch(plan, &sources, &percent).await?;
+        let budget = self.budget();
+        let responses = self.fetch(plan, &sources, &percent, &budget).await?;
+
+        // Rendering is charged anew: the files are what the response holds.
+        let objects = plan.objects.clone();
+        let templates = plan.templates.clone();
+        let default_mode = plan.default_mode;
         // Versions are keyed per pod namespace: no one can compare them
         // across namespaces to confirm a guess.
         let versioner = self.versioner.for_namespace(plan.pod.namespace.as_deref());
-
-        let mut files = Vec::with_capacity(plan.objects.len() + plan.templates.len());
-        let mut versions = Vec::with_capacity(plan.objects.len() + plan.templates.len());
-        // What templates may refer to; built only when there are templates.
-        let mut context = BTreeMap::new();
-        for (object, &i) in plan.objects.iter().zip(&source_of) {
-            let rendered = render::render_files(object, &responses[i])?;
-            let mode = object.mode.unwrap_or(plan.default_mode) as i32;
-            let version = match rendered.as_slice() {
-                [(path, contents)] if *path == object.name => {
-                    versioner.version(object.name.as_str(), contents)
-                }
-                many => versioner.version(object.name.as_str(), &concat_files(many)),
-            };
-            versions.push(ObjectVersion {
-                id: object.name.to_string(),
-                version,
-            });
-            if !plan.templates.is_empty() {
-                context.insert(object.name.to_string(), template_input(object, &rendered));
-            }
-            files.extend(rendered.into_iter().map(|(path, contents)| File {
-                path: path.to_string(),
-                mode,
-                contents,
-            }));
-        }
-        for template in &plan.templates {
-            let contents = render::render_template(template, &context)?;
-            versions.push(ObjectVersion {
-                id: template.name.to_string(),
-                version: versioner.version(template.name.as_str(), &contents),
-            });
-            files.push(File {
-                path: template.name.to_string(),
-                mode: template.mode.unwrap_or(plan.default_mode) as i32,
-                contents,
-            });
-        }
-        Ok(MountResponse {
-            object_version: versions,
-            error: None,
-            files,
+        let budget = self.budget();
+        self.off_workers(move || {
+            render_all(
+                &objects,
+                &templates,
+                default_mode,
+                &source_of,
+                &responses,
+                &versioner,
+                &budget,
+            )
         })
+        .await
     }
 
     /// Fetches every source with the identity's token. A cached token that
@@ -284,6 +333,7 @@ impl Provider {
         plan: &MountPlan,
         sources: &[&Source],
         percent: &[u8],
+        budget: &ByteBudget,
     ) -> Result<Vec<Response>, MountError> {
         let (identity, token, origin) = self
             .vault
@@ -291,7 +341,7 @@ impl Provider {
             .await
             .map_err(MountError::login)?;
         match self
-            .fetch_with(plan, sources, percent, &identity, &token)
+            .fetch_with(plan, sources, percent, &identity, &token, budget)
             .await
         {
             Err((_, VaultError::PermissionDenied(_))) if origin == Origin::Cached => {
@@ -302,7 +352,7 @@ impl Provider {
                     .token(&plan.vault, &plan.auth, &plan.pod)
                     .await
                     .map_err(MountError::login)?;
-                self.fetch_with(plan, sources, percent, &identity, &token)
+                self.fetch_with(plan, sources, percent, &identity, &token, budget)
                     .await
                     .map_err(|(source, err)| MountError::read(plan, source, err))
             }
@@ -317,12 +367,13 @@ impl Provider {
         percent: &[u8],
         identity: &Identity,
         token: &Token,
+        budget: &ByteBudget,
     ) -> Result<Vec<Response>, (&'a Source, VaultError)> {
         // Indices rather than references keep the stream's closure free of
         // higher-ranked lifetimes, which the gRPC service's Send bound needs.
         futures::stream::iter(0..sources.len())
             .map(|i| async move {
-                self.fetch_source(plan, sources[i], percent[i], identity, token)
+                self.fetch_source(plan, sources[i], percent[i], identity, token, budget)
                     .await
                     .map_err(|err| (i, err))
             })
@@ -341,10 +392,11 @@ impl Provider {
         percent: u8,
         identity: &Identity,
         token: &Token,
+        budget: &ByteBudget,
     ) -> Result<Response, VaultError> {
         let Some(pod_uid) = plan.pod.uid.as_deref() else {
             return self
-                .shared_read(plan, source, identity, token)
+                .shared_read(plan, source, identity, token, budget)
                 .await
                 .map(|(r, _)| r);
         };
@@ -354,14 +406,16 @@ impl Provider {
             source: source.clone(),
         };
         let fetch = || async {
-            let (response, role) = self.shared_read(plan, source, identity, token).await?;
+            let (response, role) = self
+                .shared_read(plan, source, identity, token, budget)
+                .await?;
             // Another pod's certificate or credentials are not ours to use.
             if role == Role::Follower
                 && leases::classify(&response, percent, tokio::time::Instant::now()).is_some()
             {
                 return self
                     .vault
-                    .read(&plan.vault, token, source)
+                    .read(&plan.vault, token, source, budget)
                     .await
                     .map(Arc::new);
             }
@@ -392,10 +446,11 @@ impl Provider {
         source: &Source,
         identity: &Identity,
         token: &Token,
+        budget: &ByteBudget,
     ) -> Result<(Response, Role), VaultError> {
         let read = || async {
             self.vault
-                .read(&plan.vault, token, source)
+                .read(&plan.vault, token, source, budget)
                 .await
                 .map(Arc::new)
         };
@@ -409,4 +464,69 @@ impl Provider {
             read().await.map(|r| (r, Role::Leader))
         }
     }
+}
+
+/// Every object rendered and versioned, templates last; the files are
+/// charged to `budget` as they are made. CPU-bound: runs off the workers.
+fn render_all(
+    objects: &[request::ObjectSpec],
+    templates: &[request::TemplateSpec],
+    default_mode: u32,
+    source_of: &[usize],
+    responses: &[Response],
+    versioner: &Versioner,
+    budget: &ByteBudget,
+) -> Result<MountResponse, MountError> {
+    let mut files = Vec::with_capacity(objects.len() + templates.len());
+    let mut versions = Vec::with_capacity(objects.len() + templates.len());
+    // What templates may refer to; built only when there are templates.
+    let mut context = BTreeMap::new();
+    for (object, &i) in objects.iter().zip(source_of) {
+        let rendered = render::render_files(object, &responses[i])?;
+        let bytes = rendered
+            .iter()
+            .map(|(path, contents)| path.as_str().len() + contents.len());
+        budget
+            .charge(bytes.sum())
+            .map_err(|source| render::RenderError::TooLarge {
+                object: object.name.to_string(),
+                source,
+            })?;
+        let mode = object.mode.unwrap_or(default_mode) as i32;
+        let version = match rendered.as_slice() {
+            [(path, contents)] if *path == object.name => {
+                versioner.version(object.name.as_str(), contents)
+            }
+            many => versioner.version(object.name.as_str(), &concat_files(many)),
+        };
+        versions.push(ObjectVersion {
+            id: object.name.to_string(),
+            version,
+        });
+        if !templates.is_empty() {
+            context.insert(object.name.to_string(), template_input(object, &rendered));
+        }
+        files.extend(rendered.into_iter().map(|(path, contents)| File {
+            path: path.to_string(),
+            mode,
+            contents,
+        }));
+    }
+    for template in templates {
+        let contents = render::render_template(template, &context, budget)?;
+        versions.push(ObjectVersion {
+            id: template.name.to_string(),
+            version: versioner.version(template.name.as_str(), &contents),
+        });
+        files.push(File {
+            path: template.name.to_string(),
+            mode: template.mode.unwrap_or(default_mode) as i32,
+            contents,
+        });
+    }
+    Ok(MountResponse {
+        object_version: versions,
+        error: None,
+        files,
+    })
 }

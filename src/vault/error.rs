@@ -39,6 +39,10 @@ pub enum VaultError {
     /// Vault answered something we cannot use.
     #[error("unexpected response from Vault: {0}")]
     Unexpected(String),
+    /// The answer would take the Mount over its byte budget
+    /// (`--max-response-size`); nothing more of it was read.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl VaultError {
@@ -52,6 +56,7 @@ impl VaultError {
             Self::Unavailable(_) => "unavailable",
             Self::Tls(_) => "tls",
             Self::Unexpected(_) => "unexpected",
+            Self::TooLarge(_) => "too_large",
         }
     }
 }

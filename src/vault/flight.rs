@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::watch;
 
@@ -25,12 +26,15 @@ pub enum Role {
 /// Calls in flight, by key.
 pub struct Flights<K, V> {
     calls: Mutex<HashMap<K, watch::Receiver<Option<V>>>>,
+    /// Callers waiting for another's result now.
+    following: AtomicUsize,
 }
 
 impl<K: Clone + Eq + Hash, V: Clone> Default for Flights<K, V> {
     fn default() -> Self {
         Self {
             calls: Mutex::new(HashMap::new()),
+            following: AtomicUsize::new(0),
         }
     }
 }
@@ -58,6 +62,7 @@ impl<K: Clone + Eq + Hash, V: Clone> Flights<K, V> {
             Ok(sender) => return self.lead(key, sender, call).await,
             Err(receiver) => receiver,
         };
+        let following = Following::new(&self.following);
         loop {
             if let Some(value) = receiver.borrow_and_update().clone() {
                 return (value, Role::Follower);
@@ -66,6 +71,7 @@ impl<K: Clone + Eq + Hash, V: Clone> Flights<K, V> {
                 break; // the leader was cancelled
             }
         }
+        drop(following);
         (call().await, Role::Leader)
     }
 
@@ -98,9 +104,30 @@ impl<K: Clone + Eq + Hash, V: Clone> Flights<K, V> {
         self.calls.lock().expect("flights lock").len()
     }
 
+    /// Callers waiting for another caller's result now.
+    pub fn following(&self) -> usize {
+        self.following.load(Ordering::SeqCst)
+    }
+
     /// Whether no call is in flight.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Counts a waiting follower for as long as it waits (even if dropped).
+struct Following<'a>(&'a AtomicUsize);
+
+impl<'a> Following<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count)
+    }
+}
+
+impl Drop for Following<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

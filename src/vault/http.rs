@@ -4,6 +4,7 @@
 //! on requests in flight, and retries of transient failures.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,12 +15,18 @@ use super::error::{VaultError, status_error, transport_error, with_attempts};
 use super::fair::{FairShare, Permit, Tenant};
 use super::retry::{self, Retry, RetryPolicy};
 use super::tokens::Token;
+use crate::budget::ByteBudget;
 use crate::request::{AllowedOrigins, Method, Namespace, TlsSettings, VaultTarget};
 use crate::telemetry::metrics::{Operation, metrics};
 
-/// Largest Vault response we accept. The driver's gRPC limit is 4 MiB for a
-/// whole Mount, so anything bigger cannot be delivered anyway.
+/// Largest Vault response we accept for calls outside a Mount's budget
+/// (lease renewals and revocations); an object's read is capped by what is
+/// left of its Mount's [`ByteBudget`].
 const MAX_RESPONSE_BYTES: usize = 8 << 20;
+/// Most HTTP clients (one per TLS setting) kept; the least recently used is
+/// dropped beyond that, so SecretProviderClasses naming ever new TLS settings
+/// cannot grow memory without bound (each client holds some 100 KiB).
+pub(super) const MAX_CLIENTS: usize = 64;
 /// Most requests to Vault in flight at once, over all Mounts; also the idle
 /// connections each pool keeps, so a pod storm reuses that many connections
 /// instead of opening one per request (200 pods of JWT identities once opened
@@ -36,7 +43,11 @@ const MAX_REDIRECTS: usize = 2;
 /// Connection pools, the in-flight bound and the retry policy: everything
 /// every request to Vault shares.
 pub(super) struct Http {
-    pools: Mutex<HashMap<PoolKey, Endpoint>>,
+    /// Clients by TLS setting, with when each was last used: a bounded LRU of
+    /// [`MAX_CLIENTS`] (hand-written: 64 entries, a linear scan on insert).
+    pools: Mutex<Pools>,
+    /// Clients built so far (for tests: an evicted one is rebuilt).
+    built: AtomicUsize,
     /// Permits for [`MAX_IN_FLIGHT`] requests, and for each pod namespace's share.
     pub(super) fair: FairShare,
     /// Deadline for one HTTP request.
@@ -50,7 +61,8 @@ pub(super) struct Http {
 impl Http {
     pub(super) fn new(request_timeout: Duration) -> Self {
         Self {
-            pools: Mutex::new(HashMap::new()),
+            pools: Mutex::new(Pools::default()),
+            built: AtomicUsize::new(0),
             fair: FairShare::new(MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT_PER_NAMESPACE),
             request_timeout,
             retry: RetryPolicy::default(),
@@ -117,7 +129,7 @@ impl Http {
             // The permit is held until the body is read: the connection is
             // busy until then.
             let permit = self.permit(&token.tenant).await;
-            let outcome = send(&http, attempt, what).await;
+            let outcome = send(&http, attempt, what, request.budget).await;
             drop(permit);
             let (err, retry) = match outcome {
                 Ok(value) => return Ok(value),
@@ -147,7 +159,7 @@ impl Http {
                 .as_ref()
                 .map(|_| target.address.clone()),
         };
-        let cached = self.pools.lock().expect("pool lock").get(&key).cloned();
+        let cached = self.pools.lock().expect("pool lock").get(&key);
         if let Some(endpoint) = cached {
             if key.pinned_address.is_none() {
                 return Ok(Endpoint {
@@ -181,12 +193,51 @@ impl Http {
         let http = builder
             .build()
             .map_err(|err| VaultError::Tls(format!("cannot build the HTTP client: {err}")))?;
+        self.built.fetch_add(1, Ordering::Relaxed);
         let endpoint = Endpoint { http, base };
         self.pools
             .lock()
             .expect("pool lock")
             .insert(key, endpoint.clone());
         Ok(endpoint)
+    }
+
+    /// Clients built so far.
+    #[cfg(test)]
+    fn built(&self) -> usize {
+        self.built.load(Ordering::Relaxed)
+    }
+}
+
+/// The clients by TLS setting, least recently used dropped first.
+#[derive(Default)]
+struct Pools {
+    clients: HashMap<PoolKey, (Endpoint, u64)>,
+    /// Advances on every use; the smallest stamp is the least recently used.
+    clock: u64,
+}
+
+impl Pools {
+    fn get(&mut self, key: &PoolKey) -> Option<Endpoint> {
+        self.clock += 1;
+        let (endpoint, used) = self.clients.get_mut(key)?;
+        *used = self.clock;
+        Some(endpoint.clone())
+    }
+
+    fn insert(&mut self, key: PoolKey, endpoint: Endpoint) {
+        self.clock += 1;
+        if !self.clients.contains_key(&key) && self.clients.len() >= MAX_CLIENTS {
+            let oldest = self
+                .clients
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(key, _)| key.clone());
+            if let Some(oldest) = oldest {
+                self.clients.remove(&oldest);
+            }
+        }
+        self.clients.insert(key, (endpoint, self.clock));
     }
 }
 
@@ -196,6 +247,7 @@ async fn send(
     http: &reqwest::Client,
     request: reqwest::Request,
     what: &str,
+    budget: Option<&ByteBudget>,
 ) -> Result<serde_json::Value, (VaultError, Retry)> {
     let started = Instant::now();
     let sent = http.execute(request).await;
@@ -216,7 +268,7 @@ async fn send(
     let status = response.status();
     // A body cut short (reset, timeout) is as transient as a failed send.
     // The raw body holds the secret in clear: wiped once parsed.
-    let body = read_body(response, what)
+    let body = read_body(response, what, budget)
         .await
         .map(Zeroizing::new)
         .map_err(|err| {
@@ -253,6 +305,9 @@ pub(super) struct Call<'a> {
     pub(super) path: &'a str,
     pub(super) query: &'a [(String, String)],
     pub(super) body: Option<String>,
+    /// The Mount's byte budget, charged while the response streams in
+    /// (`None`: capped at [`MAX_RESPONSE_BYTES`]).
+    pub(super) budget: Option<&'a ByteBudget>,
 }
 
 /// Connection pools are shared by every target with the same TLS settings;
@@ -390,27 +445,52 @@ fn redirect_policy(allowed: Arc<AllowedOrigins>) -> reqwest::redirect::Policy {
 #[error("{0}")]
 pub(super) struct RedirectRefused(String);
 
-async fn read_body(mut response: reqwest::Response, what: &str) -> Result<Vec<u8>, VaultError> {
-    if response
-        .content_length()
-        .is_some_and(|len| len > MAX_RESPONSE_BYTES as u64)
-    {
-        return Err(VaultError::Unexpected(format!(
-            "{what}: response larger than {MAX_RESPONSE_BYTES} bytes"
-        )));
+/// Reads a response body, charging `budget` (if any) before the bytes are
+/// held: a body that does not fit fails as soon as it is known not to, and
+/// what an attempt charged is given back if it fails.
+async fn read_body(
+    response: reqwest::Response,
+    what: &str,
+    budget: Option<&ByteBudget>,
+) -> Result<Vec<u8>, VaultError> {
+    let fixed = ByteBudget::new(MAX_RESPONSE_BYTES, "no flag");
+    let budget = budget.unwrap_or(&fixed);
+    let mut charged = 0;
+    let result = read_charged(response, what, budget, &mut charged).await;
+    if result.is_err() {
+        budget.refund(charged);
     }
+    result
+}
+
+async fn read_charged(
+    mut response: reqwest::Response,
+    what: &str,
+    budget: &ByteBudget,
+    charged: &mut usize,
+) -> Result<Vec<u8>, VaultError> {
+    let over = |budget: &ByteBudget| VaultError::TooLarge(format!("{what}: {}", budget.over()));
+    let mut charge = |bytes: usize| {
+        *charged += bytes;
+        budget.charge(bytes).map_err(|_| over(budget))
+    };
+    let declared = response.content_length().unwrap_or(0);
+    if declared > budget.remaining() as u64 {
+        return Err(over(budget));
+    }
+    let declared = declared as usize;
+    charge(declared)?;
     // Sized up front when Vault says how big: growing would leave copies of
     // the secret behind in freed memory that [`Zeroizing`] cannot reach.
-    let mut body = Vec::with_capacity(response.content_length().unwrap_or(0) as usize);
+    let mut body = Vec::with_capacity(declared);
     while let Some(chunk) = response
         .chunk()
         .await
         .map_err(|err| transport_error(&err, what))?
     {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(VaultError::Unexpected(format!(
-                "{what}: response larger than {MAX_RESPONSE_BYTES} bytes"
-            )));
+        let beyond = (body.len() + chunk.len()).saturating_sub(declared.max(body.len()));
+        if beyond > 0 {
+            charge(beyond)?;
         }
         body.extend_from_slice(&chunk);
     }
@@ -458,5 +538,40 @@ mod tests {
             url.set_path(&path);
             assert_eq!(url.as_str(), login);
         }
+    }
+
+    fn target(n: usize) -> VaultTarget {
+        VaultTarget {
+            address: url::Url::parse("http://127.0.0.1:8200").unwrap(),
+            tls: TlsSettings {
+                server_name: Some(format!("vault-{n}.test")),
+                ..TlsSettings::default()
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn clients_are_a_bounded_lru() {
+        let http = Http::new(Duration::from_secs(1));
+        for n in 0..MAX_CLIENTS {
+            http.endpoint(&target(n)).await.unwrap();
+        }
+        assert_eq!(http.built(), MAX_CLIENTS);
+        // Used again: target 1 is now the least recently used.
+        http.endpoint(&target(0)).await.unwrap();
+        assert_eq!(http.built(), MAX_CLIENTS, "reused, not rebuilt");
+
+        http.endpoint(&target(MAX_CLIENTS)).await.unwrap();
+        assert_eq!(http.built(), MAX_CLIENTS + 1);
+        assert_eq!(http.pools.lock().unwrap().clients.len(), MAX_CLIENTS);
+        http.endpoint(&target(0)).await.unwrap();
+        assert_eq!(http.built(), MAX_CLIENTS + 1, "target 0 was kept");
+        http.endpoint(&target(1)).await.unwrap();
+        assert_eq!(
+            http.built(),
+            MAX_CLIENTS + 2,
+            "target 1 was evicted and is rebuilt"
+        );
+        assert_eq!(http.pools.lock().unwrap().clients.len(), MAX_CLIENTS);
     }
 }

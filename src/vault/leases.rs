@@ -14,6 +14,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -136,6 +137,11 @@ impl Kept {
         }
     }
 
+    /// Bytes it holds.
+    fn weight(&self) -> usize {
+        self.text.len()
+    }
+
     /// The response, as first returned.
     fn response(&self) -> Arc<Value> {
         Arc::new(serde_json::from_str(&self.text).expect("JSON text that serde_json wrote"))
@@ -144,20 +150,53 @@ impl Kept {
 
 /// Bounded map of (pod, identity, source) → dynamic response. A slot's lock
 /// is held while fetching or renewing, so one pod's concurrent Mounts do it
-/// once.
+/// once. Bounded twice: in entries (`--lease-cache-size`) and in bytes of
+/// kept responses (`--lease-cache-bytes`), the least recently used going
+/// first; a response bigger than the whole byte budget is not kept.
 pub struct LeaseCache {
     slots: SlotMap<LeaseKey, Kept>,
+    /// The byte budget.
+    max_bytes: usize,
+    /// Bytes kept: every value stored is added, every value replaced is
+    /// taken off; entries dropped by eviction or expiry are not, so this may
+    /// overcount until the next [`SlotMap::shrink_to`] recounts.
+    bytes: AtomicUsize,
 }
 
 impl LeaseCache {
-    /// A cache of at most `capacity` entries.
-    pub fn new(capacity: usize) -> Self {
+    /// A cache of at most `capacity` entries and `max_bytes` of responses.
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
         Self {
             // A namespace may hold a quarter: one flooding namespace cannot
             // push out the others' certificates and leases.
             slots: SlotMap::per_tenant(capacity, capacity / 4, |key: &LeaseKey| {
                 key.identity.tenant.clone()
             }),
+            max_bytes,
+            bytes: AtomicUsize::new(0),
+        }
+    }
+
+    /// Bytes of kept responses, recounted.
+    pub fn bytes(&self) -> usize {
+        let bytes = self.slots.shrink_to(usize::MAX, Kept::weight);
+        self.bytes.store(bytes, Ordering::Relaxed);
+        bytes
+    }
+
+    /// Accounts for a value stored in place of another, dropping the least
+    /// recently used entries when over the byte budget.
+    fn stored(&self, old: usize, new: usize) {
+        let mut total = 0;
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bytes| {
+                total = bytes.saturating_add(new).saturating_sub(old);
+                Some(total)
+            });
+        if total > self.max_bytes {
+            let kept = self.slots.shrink_to(self.max_bytes, Kept::weight);
+            self.bytes.store(kept, Ordering::Relaxed);
         }
     }
 
@@ -240,9 +279,12 @@ impl LeaseCache {
             }
         };
         let kept = classify(&response, percent, Instant::now())
-            .map(|dynamic| Kept::new(dynamic, &response));
+            .map(|dynamic| Kept::new(dynamic, &response))
+            .filter(|kept| kept.weight() <= self.max_bytes);
         let keep = kept.is_some();
-        slot.entry().value = kept;
+        let new = kept.as_ref().map_or(0, Kept::weight);
+        let old = std::mem::replace(&mut slot.entry().value, kept);
+        self.stored(old.as_ref().map_or(0, Kept::weight), new);
         if keep {
             self.slots.admit(key, &slot);
         } else {
@@ -328,7 +370,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn leases_are_reused_renewed_then_replaced() {
-        let cache = LeaseCache::new(10);
+        let cache = LeaseCache::new(10, 1 << 20);
         let (first, outcome) = cache
             .get(
                 &key(),
@@ -392,7 +434,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn failed_renewal_fetches_new_credentials() {
-        let cache = LeaseCache::new(10);
+        let cache = LeaseCache::new(10, 1 << 20);
         cache
             .get(&key(), 50, || async { Ok(leased("a", 10, true)) }, no_renew)
             .await
@@ -415,7 +457,7 @@ mod tests {
 
     #[tokio::test]
     async fn static_responses_are_not_kept() {
-        let cache = LeaseCache::new(10);
+        let cache = LeaseCache::new(10, 1 << 20);
         let kv =
             Arc::new(json!({"lease_id": "", "lease_duration": 0, "data": {"data": {"k": "v"}}}));
         let (_, outcome) = cache
@@ -428,7 +470,7 @@ mod tests {
 
     #[tokio::test]
     async fn failed_fetches_leave_no_slot() {
-        let cache = LeaseCache::new(10);
+        let cache = LeaseCache::new(10, usize::MAX);
         for pod in 0..100 {
             let key = LeaseKey {
                 pod_uid: format!("pod-{pod}"),
@@ -448,8 +490,81 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_byte_budget_drops_the_least_recently_used() {
+        let one = Kept::new(
+            classify(&leased("x", 100, true), 50, Instant::now()).unwrap(),
+            &leased("x", 100, true),
+        )
+        .weight();
+        // Room for three responses, entries for ten.
+        let cache = LeaseCache::new(10, one * 3 + one / 2);
+        let pod = |n: u32| LeaseKey {
+            pod_uid: format!("pod{n}"),
+            ..key()
+        };
+        for n in 0..3 {
+            cache
+                .get(
+                    &pod(n),
+                    50,
+                    || async { Ok(leased("x", 100, true)) },
+                    no_renew,
+                )
+                .await
+                .unwrap();
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        // pod0 used again: pod1 is now the least recently used.
+        let (_, outcome) = cache
+            .get(&pod(0), 50, || async { panic!("no fetch") }, no_renew)
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Reused);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        cache
+            .get(
+                &pod(3),
+                50,
+                || async { Ok(leased("x", 100, true)) },
+                no_renew,
+            )
+            .await
+            .unwrap();
+        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.bytes(), one * 3);
+        let (_, outcome) = cache
+            .get(
+                &pod(1),
+                50,
+                || async { Ok(leased("x", 100, true)) },
+                no_renew,
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Fetched, "pod1 was dropped");
+        let (_, outcome) = cache
+            .get(&pod(3), 50, || async { panic!("no fetch") }, no_renew)
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Reused, "pod3 was kept");
+
+        // A response bigger than the whole budget is returned, not kept.
+        let small = LeaseCache::new(10, 10);
+        small
+            .get(
+                &key(),
+                50,
+                || async { Ok(leased("x", 100, true)) },
+                no_renew,
+            )
+            .await
+            .unwrap();
+        assert!(small.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn idle_entries_expire_with_their_leases() {
-        let cache = LeaseCache::new(10);
+        let cache = LeaseCache::new(10, 1 << 20);
         cache
             .get(
                 &key(),

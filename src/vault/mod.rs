@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use vaultrs::client::VaultClientSettings;
 
+use crate::budget::ByteBudget;
 use crate::request::{AllowedOrigins, Method, Namespace, Source, VaultTarget};
 pub use error::VaultError;
 pub use fair::Tenant;
@@ -104,11 +105,13 @@ impl Vault {
     }
 
     /// Performs one object's request and returns Vault's whole JSON response.
+    /// The body is charged to `budget` as it streams in.
     pub async fn read(
         &self,
         target: &VaultTarget,
         token: &Token,
         source: &Source,
+        budget: &ByteBudget,
     ) -> Result<serde_json::Value, VaultError> {
         let request = Call {
             namespace: source.namespace.as_ref(),
@@ -116,6 +119,7 @@ impl Vault {
             path: &source.path,
             query: &source.query,
             body: source.args.clone(),
+            budget: Some(budget),
         };
         self.http
             .call(target, token, request, &describe(source))
@@ -140,6 +144,7 @@ impl Vault {
             path: "sys/leases/renew",
             query: &[],
             body: Some(body),
+            budget: None,
         };
         let response = self
             .http
@@ -165,6 +170,7 @@ impl Vault {
             path: "sys/leases/revoke",
             query: &[],
             body: Some(body),
+            budget: None,
         };
         match self
             .http

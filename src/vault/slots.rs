@@ -261,6 +261,35 @@ impl<K: Clone + Eq + Hash, V> SlotMap<K, V> {
         Some(held.slot)
     }
 
+    /// Drops the least recently used slots holding a value until the values
+    /// left weigh at most `budget`; returns what they weigh. A linear scan:
+    /// callers run it only when their running total says they are over.
+    pub(super) fn shrink_to(&self, budget: usize, weigh: impl Fn(&V) -> usize) -> usize {
+        let mut slots = self.slots();
+        let mut by_age: Vec<(Instant, usize, K)> = slots
+            .map
+            .iter()
+            .filter_map(|(key, held)| {
+                let entry = held.slot.entry();
+                let weight = entry.value.as_ref().map(&weigh)?;
+                Some((entry.last_used, weight, key.clone()))
+            })
+            .collect();
+        let mut total: usize = by_age.iter().map(|(_, weight, _)| weight).sum();
+        if total <= budget {
+            return total;
+        }
+        by_age.sort_by_key(|(used, _, _)| *used);
+        for (_, weight, key) in by_age {
+            if total <= budget {
+                break;
+            }
+            Self::remove(&mut slots, &key, self.tenant);
+            total -= weight;
+        }
+        total
+    }
+
     /// Drops the least recently used tenth of `tenant`'s admitted slots
     /// (at least one), never `keep`. Runs only when a bound is reached, so
     /// its linear scan is rare.
@@ -375,6 +404,25 @@ mod tests {
             after(now, Duration::from_secs(1)),
             now + Duration::from_secs(1)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shrinking_drops_the_least_recently_used_until_under_budget() {
+        let map: SlotMap<u32, usize> = SlotMap::new(100);
+        for key in 0..5 {
+            map.slot(&key).entry().value = Some(10);
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        map.slot(&0).entry().last_used = Instant::now();
+        assert_eq!(
+            map.shrink_to(50, |v| *v),
+            50,
+            "within budget: nothing dropped"
+        );
+        assert_eq!(map.shrink_to(25, |v| *v), 20);
+        assert_eq!(map.len(), 2);
+        assert!(map.peek(&0, |v| *v).is_some(), "recently used: kept");
+        assert!(map.peek(&4, |v| *v).is_some());
     }
 
     #[tokio::test(start_paused = true)]

@@ -55,6 +55,8 @@ vaultRequestTimeout: 10s
 allowedVaultAddrs: []
 spcTlsDir: ""
 maxInFlightPerNamespace: 16
+maxMountBytes: 8388608
+leaseCacheBytes: 33554432
 {{- end -}}
 
 {{/* The provider's arguments, as a YAML list. */}}
