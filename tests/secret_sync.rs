@@ -12,9 +12,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::deployment::Deployment;
+use support::deployment::{Deployment, POD_NAME, POD_NAMESPACE, POD_UID};
 use support::kube::{Kube, manifests, secret_value};
-use support::provider::{Provider, Volume, assert_log_clean, driver_clients};
+use support::provider::{Provider, Volume, assert_log_clean, v16_client};
 
 const OBJECTS: &str = "- objectName: password\n  secretPath: secret/data/app\n  secretKey: password\n- objectName: username\n  secretPath: secret/data/app\n  secretKey: username\n";
 
@@ -78,6 +78,21 @@ async fn pod(kube: &Kube, namespace: &str, name: &str) -> String {
     pod["metadata"]["uid"].as_str().expect("uid").to_owned()
 }
 
+/// A provider with `--sync-secrets` against the run's apiserver, as the
+/// service account whose token is in `token_file`.
+fn sync_provider(d: &Deployment, kube: &Kube, token_file: &Path) -> Provider {
+    let ca_file = std::env::var("VSP_TEST_KUBE_CA_FILE").expect("VSP_TEST_KUBE_CA_FILE");
+    Provider::start(
+        &d.bao.addr,
+        &[
+            "--sync-secrets",
+            &format!("--kube-api-server={}", kube.server),
+            &format!("--kube-ca-file={ca_file}"),
+            &format!("--kube-token-file={}", token_file.display()),
+        ],
+    )
+}
+
 fn attributes(d: &Deployment, namespace: &str, pod: &str, uid: &str, secret: &str) -> Value {
     let mut a = d.attributes(OBJECTS);
     a["csi.storage.k8s.io/pod.name"] = json!(pod);
@@ -113,17 +128,8 @@ async fn mounts_apply_a_secret_owned_by_the_pod_and_never_take_one_over() {
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = provider_account_token(kube, dir.path()).await;
-    let ca_file = std::env::var("VSP_TEST_KUBE_CA_FILE").expect("VSP_TEST_KUBE_CA_FILE");
-    let provider = Provider::start(
-        &d.bao.addr,
-        &[
-            "--sync-secrets",
-            &format!("--kube-api-server={}", kube.server),
-            &format!("--kube-ca-file={ca_file}"),
-            &format!("--kube-token-file={}", token_file.display()),
-        ],
-    );
-    let client = driver_clients().pop().expect("a driver client");
+    let provider = sync_provider(&d, kube, &token_file);
+    let client = v16_client();
 
     let ns = kube.namespace("sync").await;
     let uid0 = pod(kube, &ns, "app-0").await;
@@ -248,17 +254,11 @@ async fn sync_is_opt_in() {
     d.put("app", json!({"username": "u", "password": "p"}))
         .await;
     let provider = Provider::start(&d.bao.addr, &[]);
-    let client = driver_clients().pop().expect("a driver client");
+    let client = v16_client();
     client
         .mount(
             &provider,
-            &attributes(
-                &d,
-                "default",
-                "app-0",
-                "0b7e2f8a-1111-2222-3333-444455556666",
-                "app-vault",
-            ),
+            &attributes(&d, POD_NAMESPACE, POD_NAME, POD_UID, "app-vault"),
             &d.secrets(),
             Volume::new().path(),
         )
@@ -289,18 +289,9 @@ async fn sync_without_rbac_is_permission_denied_and_creates_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, kube.token(&ns, "no-rbac", &[]).await).expect("write token");
-    let ca_file = std::env::var("VSP_TEST_KUBE_CA_FILE").expect("VSP_TEST_KUBE_CA_FILE");
-    let provider = Provider::start(
-        &d.bao.addr,
-        &[
-            "--sync-secrets",
-            &format!("--kube-api-server={}", kube.server),
-            &format!("--kube-ca-file={ca_file}"),
-            &format!("--kube-token-file={}", token_file.display()),
-        ],
-    );
+    let provider = sync_provider(&d, kube, &token_file);
     let uid = pod(kube, &ns, "app-0").await;
-    let client = driver_clients().pop().expect("a driver client");
+    let client = v16_client();
     let volume = Volume::new();
     client
         .mount(

@@ -11,9 +11,9 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::{Value, json};
-use support::deployment::Deployment;
+use support::deployment::{Deployment, RootApp, merge};
 use support::durable::{DurableOpenBao, free_port_pair};
-use support::provider::{Provider, Volume, driver_clients};
+use support::provider::{Provider, Volume, driver_clients, mount_fresh, v16_client};
 
 const OBJECTS: &str = "- objectName: k\n  secretPath: secret/data/app\n  secretKey: k\n";
 /// `nobody`: a caller that is not root.
@@ -121,7 +121,7 @@ async fn allowed_peer_uids() {
 
     // Without the flag, the default socket mode (0600) keeps other users out.
     let provider = Provider::start(&d.bao.addr, &[]);
-    let client = driver_clients().pop().unwrap();
+    let client = v16_client();
     let volume = Volume::new();
     open_up(&provider, &volume);
     // The driver's client waits for a connection until its deadline.
@@ -200,47 +200,22 @@ listener "tcp" {{
         d = dir.display(),
     );
     let bao = DurableOpenBao::start_with(&listener).await;
-    bao.enable_secrets("", "secret", "kv", Some(json!({"version": "2"})))
-        .await;
-    bao.enable_auth("", "approle", "approle").await;
-    bao.write_policy(
-        "",
-        "r",
-        r#"path "secret/data/*" { capabilities = ["read"] }"#,
-    )
-    .await;
-    let (role_id, secret_id) = bao.approle("", "approle", "app", &["r"], json!({})).await;
+    let app = RootApp::seed(&bao).await;
     bao.kv2_put("", "secret", "app", json!({"k": "over-mtls"}))
         .await;
     let mtls_addr = format!("https://127.0.0.1:{port}");
-    let attributes = |extra: Value| {
-        let mut a = json!({
-            "roleId": role_id,
-            "objects": OBJECTS,
-            "csi.storage.k8s.io/pod.name": "mtls-0",
-            "csi.storage.k8s.io/pod.namespace": "default",
-            "csi.storage.k8s.io/pod.uid": "7d3e-mtls",
-        });
-        for (k, v) in extra.as_object().unwrap() {
-            a[k] = v.clone();
-        }
-        a
-    };
-    let secrets = json!({"secretId": secret_id}).to_string();
+    let attributes = |extra: Value| merge(app.attributes(OBJECTS), extra);
     let path = |name: &str| dir.join(name).display().to_string();
-    let client = driver_clients().pop().unwrap();
-    let mount = |provider: &Provider, attributes: &Value| {
-        let volume = Volume::new();
-        let result = client.mount(provider, attributes, &secrets, volume.path());
-        if !result.ok {
-            assert!(volume.files().is_empty(), "files written by a failed Mount");
-        }
-        (result, volume)
-    };
+    let mount =
+        |provider: &Provider, attributes: &Value| mount_fresh(provider, attributes, &app.secrets());
 
     // Verification is on by default: OpenBao's CA is not trusted.
     let provider = Provider::start(&mtls_addr, &[]);
     let (result, _) = mount(&provider, &attributes(json!({})));
+    result.expect_err(
+        "InvalidArgument",
+        "Vault's TLS certificate was not accepted",
+    );
     result.expect_err("InvalidArgument", "vaultCACertPath");
 
     // CA and client certificate from the provider's flags.
@@ -270,6 +245,7 @@ listener "tcp" {{
     // The CA alone: OpenBao wants a client certificate.
     let provider = Provider::start(&mtls_addr, &["--vault-tls-ca-cert", &ca]);
     let (result, _) = mount(&provider, &attributes(json!({})));
+    result.expect_err("InvalidArgument", "Vault refused the TLS handshake");
     result.expect_err("InvalidArgument", "client certificate");
     // The client certificate from the SecretProviderClass instead.
     let (result, volume) = mount(
@@ -286,6 +262,7 @@ listener "tcp" {{
             "vaultTLSClientKeyPath": path("rogue.key"),
         })),
     );
+    result.expect_err("InvalidArgument", "Vault refused the TLS handshake");
     result.expect_err("InvalidArgument", "client certificate");
     // Skipping verification is possible, but only when asked.
     let (result, _) = mount(
@@ -295,6 +272,10 @@ listener "tcp" {{
             "vaultTLSClientCertPath": cert,
             "vaultTLSClientKeyPath": key,
         })),
+    );
+    result.expect_err(
+        "InvalidArgument",
+        "Vault's TLS certificate was not accepted",
     );
     result.expect_err("InvalidArgument", "vaultCACertPath");
     let (result, _) = mount(
