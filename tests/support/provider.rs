@@ -601,14 +601,6 @@ impl Volume {
         files_in(self.path())
     }
 
-    /// The visible files as text: path → content.
-    pub fn texts(&self) -> BTreeMap<String, String> {
-        self.files()
-            .into_iter()
-            .map(|(name, (content, _))| (name, String::from_utf8_lossy(&content).into_owned()))
-            .collect()
-    }
-
     /// One file's content as text.
     pub fn read(&self, name: &str) -> String {
         String::from_utf8(
