@@ -22,7 +22,7 @@ use support::deployment::{Deployment, RootApp};
 use support::durable::DurableOpenBao;
 use support::faults::{Fault, FaultProxy};
 use support::openbao::{OpenBao, unique};
-use support::provider::{Provider, Volume, driver_clients, v16_client};
+use support::provider::{Provider, Volume, driver_clients, storm_request, v16_client};
 
 /// Retries per Vault request (src/vault/retry.rs) and the driver's gRPC
 /// attempts per Mount (its service config: MaxAttempts 3, UNAVAILABLE only).
@@ -97,10 +97,7 @@ async fn vault_killed_and_restarted_under_load() {
                 let volumes: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
                 let requests: Vec<Value> = volumes
                     .iter()
-                    .map(|v| {
-                        json!({"attributes": attributes.to_string(), "secrets": secrets,
-                               "targetPath": v.path(), "permission": "420"})
-                    })
+                    .map(|v| storm_request(&attributes, &secrets, v.path()))
                     .collect();
                 let started = Instant::now();
                 for (result, volume) in client

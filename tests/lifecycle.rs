@@ -14,7 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use support::deployment::{Deployment, RootApp, merge};
 use support::openbao::{OpenBao, unique};
-use support::provider::{Provider, Volume, assert_log_clean, mount_fresh, v16_client};
+use support::provider::{
+    Provider, Volume, assert_log_clean, mount_fresh, storm_request, v16_client,
+};
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -502,9 +504,7 @@ path "pki/issue/app" { capabilities = ["update"] }"#,
     let requests: Vec<Value> = volumes
         .iter()
         .enumerate()
-        .map(|(pod, volume)| {
-            json!({"attributes": attributes(kv, pod).to_string(), "secrets": secrets, "targetPath": volume.path(), "permission": "420"})
-        })
+        .map(|(pod, volume)| storm_request(&attributes(kv, pod), &secrets, volume.path()))
         .collect();
     for result in client.storm(&provider, &requests, 50) {
         result.expect_ok();
@@ -520,7 +520,7 @@ path "pki/issue/app" { capabilities = ["update"] }"#,
     // 100 rotation polls of one pod's PKI object.
     let pki = "- objectName: tls.crt\n  secretPath: pki/issue/app\n  method: PUT\n  secretArgs: {common_name: a.svc, ttl: 30m}\n  secretKey: certificate\n";
     let polls: Vec<Value> = (0..100)
-        .map(|_| json!({"attributes": attributes(pki, 0).to_string(), "secrets": secrets, "targetPath": volumes[0].path(), "permission": "420"}))
+        .map(|_| storm_request(&attributes(pki, 0), &secrets, volumes[0].path()))
         .collect();
     let results = client.storm(&provider, &polls, 1);
     let versions: std::collections::HashSet<String> = results

@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use support::deployment::{Deployment, RootApp};
 use support::openbao::{OpenBao, unique};
 use support::provider::{
-    DriverClient, Provider, Volume, assert_log_clean, driver_clients, mount_fresh, v16_client,
+    DriverClient, Provider, Volume, assert_log_clean, driver_clients, mount_fresh, storm_request,
+    v16_client,
 };
 
 fn provider() -> Provider {
@@ -598,14 +599,7 @@ async fn concurrent_mounts_of_one_identity_log_in_once() {
         let volumes: Vec<Volume> = (0..40).map(|_| Volume::new()).collect();
         let requests: Vec<Value> = volumes
             .iter()
-            .map(|v| {
-                json!({
-                    "attributes": d.attributes(objects).to_string(),
-                    "secrets": d.secrets(),
-                    "targetPath": v.path(),
-                    "permission": "420",
-                })
-            })
+            .map(|v| storm_request(&d.attributes(objects), &d.secrets(), v.path()))
             .collect();
         let results = client.storm(&provider, &requests, 40);
         assert_eq!(results.len(), 40);

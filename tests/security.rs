@@ -13,7 +13,9 @@ use std::process::Command;
 use serde_json::{Value, json};
 use support::deployment::{Deployment, RootApp, merge};
 use support::durable::{DurableOpenBao, free_port_pair};
-use support::provider::{Provider, Volume, driver_clients, mount_fresh, v16_client};
+use support::provider::{
+    DriverClient, MountResult, Provider, Volume, driver_clients, mount_fresh, v16_client,
+};
 
 const OBJECTS: &str = "- objectName: k\n  secretPath: secret/data/app\n  secretKey: k\n";
 /// `nobody`: a caller that is not root.
@@ -53,6 +55,25 @@ fn open_up(provider: &Provider, volume: &Volume) {
     std::os::unix::fs::chown(volume.path(), Some(OTHER_UID), Some(OTHER_UID)).unwrap();
 }
 
+/// One Mount by [`OTHER_UID`] into a fresh volume it may write; a failure
+/// must have written nothing.
+fn mount_as_other(
+    client: &DriverClient,
+    provider: &Provider,
+    attributes: &Value,
+    secrets: &str,
+) -> (MountResult, Volume) {
+    let volume = Volume::new();
+    open_up(provider, &volume);
+    let result = client
+        .as_uid(OTHER_UID)
+        .mount(provider, attributes, secrets, volume.path());
+    if !result.ok {
+        assert!(volume.files().is_empty(), "files written by a failed Mount");
+    }
+    (result, volume)
+}
+
 #[tokio::test]
 async fn allowed_peer_uids() {
     let d = Deployment::new("peer-uid").await;
@@ -62,10 +83,8 @@ async fn allowed_peer_uids() {
     // Our own uid (the socket's owner) may always call, whatever the list says.
     let provider = Provider::start(&d.bao.addr, &["--allowed-peer-uid", "4242,4343"]);
     for client in driver_clients() {
-        let volume = Volume::new();
-        client
-            .mount(&provider, &attributes, &d.secrets(), volume.path())
-            .expect_ok();
+        let (result, volume) = client.mount_fresh(&provider, &attributes, &d.secrets());
+        result.expect_ok();
         assert_eq!(volume.read("k"), "peer-value");
     }
     // So may /readyz, which calls Version over the socket.
@@ -82,17 +101,13 @@ async fn allowed_peer_uids() {
         &["--endpoint-permissions", "0666", "--allowed-peer-uid", "0"],
     );
     for client in driver_clients() {
-        let volume = Volume::new();
-        open_up(&provider, &volume);
-        client
-            .as_uid(OTHER_UID)
-            .mount(&provider, &attributes, &d.secrets(), volume.path())
+        mount_as_other(&client, &provider, &attributes, &d.secrets())
+            .0
             .expect_err("PermissionDenied", &format!("uid {OTHER_UID}"));
-        assert!(volume.files().is_empty());
         // Root still may.
-        let volume = Volume::new();
         client
-            .mount(&provider, &attributes, &d.secrets(), volume.path())
+            .mount_fresh(&provider, &attributes, &d.secrets())
+            .0
             .expect_ok();
     }
     assert!(provider.log().contains("refused a call from a peer"));
@@ -109,12 +124,8 @@ async fn allowed_peer_uids() {
         ],
     );
     for client in driver_clients() {
-        let volume = Volume::new();
-        open_up(&provider, &volume);
-        client
-            .as_uid(OTHER_UID)
-            .mount(&provider, &attributes, &d.secrets(), volume.path())
-            .expect_ok();
+        let (result, volume) = mount_as_other(&client, &provider, &attributes, &d.secrets());
+        result.expect_ok();
         assert_eq!(volume.read("k"), "peer-value");
     }
     drop(provider);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::deployment::RootApp;
 use support::durable::DurableOpenBao;
-use support::provider::{Provider, Volume, driver_clients};
+use support::provider::{Provider, Volume, driver_clients, storm_request};
 
 /// Seconds to run unless `VSP_SOAK_SECS` says otherwise.
 const DEFAULT_SECS: u64 = 30;
@@ -67,12 +67,10 @@ async fn soak_with_rotation_and_vault_restarts() {
         .await;
     bao.kv2_put("", "secret", "steady", json!({"v": "soak-steady-value"}))
         .await;
-    let attributes = app
-        .attributes(
-            "- objectName: rotating\n  secretPath: secret/data/rotating\n  secretKey: v\n\
+    let attributes = app.attributes(
+        "- objectName: rotating\n  secretPath: secret/data/rotating\n  secretKey: v\n\
              - objectName: steady\n  secretPath: secret/data/steady\n  secretKey: v\n",
-        )
-        .to_string();
+    );
     let secrets = app.secrets();
     let provider = Provider::start(&bao.addr, &[]);
     let pid = provider.pid();
@@ -93,10 +91,7 @@ async fn soak_with_rotation_and_vault_restarts() {
         let volumes: Vec<Volume> = (0..size).map(|_| Volume::new()).collect();
         let requests: Vec<Value> = volumes
             .iter()
-            .map(|v| {
-                json!({"attributes": attributes, "secrets": secrets,
-                       "targetPath": v.path(), "permission": "420"})
-            })
+            .map(|v| storm_request(&attributes, &secrets, v.path()))
             .collect();
         let mut ok = Vec::new();
         let mut failed = 0;

@@ -361,6 +361,16 @@ pub fn driver_clients() -> Vec<DriverClient> {
         .collect()
 }
 
+/// One line of [`DriverClient::storm`]'s input: a Mount of `attributes` into `target`.
+pub fn storm_request(attributes: &Value, secrets: &str, target: &Path) -> Value {
+    json!({
+        "attributes": attributes.to_string(),
+        "secrets": secrets,
+        "targetPath": target,
+        "permission": "420",
+    })
+}
+
 /// The newest driver client build (v1.6), for tests that need one client only.
 pub fn v16_client() -> DriverClient {
     driver_clients().pop().expect("the v1.6 driver client")
