@@ -1,6 +1,8 @@
 # vault-secrets-provider: build, test and demo.
 #
 #   make demo    run the provider against a dev OpenBao and mount a secret through the real driver client
+#   make unit    the fast tier, seconds: unit tests, the provider core against a fake Vault
+#                (tests/core.rs) and the parser properties; needs nothing from the tool cache
 #   make test    unit + integration tests against real OpenBao, the real driver client (v1.5 and v1.6)
 #                and, end to end, a local Kubernetes control plane with the real driver (v1.5 and v1.6)
 #   make lint    rustfmt and clippy
@@ -9,11 +11,11 @@
 #   make audit   cargo deny (licences, bans, sources) and cargo audit (RustSec advisories)
 #   make image   the container image (static musl binary, FROM scratch) via buildah, checked by
 #                running `--version` from it (scripts/build-image.sh)
-#   make bench   benchmarks against SPEC §11 (one OpenBao, release build); writes BENCHMARKS.md
+#   make bench   benchmarks against the performance targets (one OpenBao, release build); writes BENCHMARKS.md
 #                (not part of `make test`; `make bench-quick` is a smoke run that only prints)
 #
-# Everything the tests need (OpenBao, the driver's Go client, kube-apiserver, etcd and the
-# driver built from Go source) is installed by this Makefile into a per-user cache outside
+# Everything the tests need (OpenBao, the driver's Go client, kube-apiserver, etcd, the
+# driver, helm and kustomize built from Go source) is installed by this Makefile into a per-user cache outside
 # the clone (VSP_TOOLS_DIR, default ${XDG_CACHE_HOME:-~/.cache}/vault-secrets-provider), so a
 # fresh clone (CI's included) reuses earlier builds; each build is keyed by tool, version and
 # a stamp of its inputs. `make clean-tools` empties it. Nothing is installed system-wide.
@@ -35,7 +37,12 @@ export VSP_TEST_KUBE_APISERVER_BIN := $(K8S_TOOLS)/bin/kube-apiserver
 export VSP_TEST_CLUSTER_PKI_BIN := $(K8S_TOOLS)/bin/cluster-pki
 export VSP_TEST_K8S_TOOLS := $(K8S_TOOLS)
 
-.PHONY: all build test lint image demo bench bench-quick tools openbao driver-clients postgres k8s-tools clean clean-tools soak fuzz audit
+# What tests/manifests.rs runs (tests/install-tools/build.sh): the real helm and kustomize.
+INSTALL_TOOLS := $(TOOLS)/install-tools
+export VSP_TEST_HELM_BIN := $(INSTALL_TOOLS)/bin/helm
+export VSP_TEST_KUSTOMIZE_BIN := $(INSTALL_TOOLS)/bin/kustomize
+
+.PHONY: all build unit test lint image demo bench bench-quick tools openbao driver-clients postgres k8s-tools install-tools clean clean-tools soak fuzz audit
 
 SOAK_SECS ?= 300
 FUZZ_SECS ?= 60
@@ -46,7 +53,7 @@ all: build
 build:
 	$(CARGO) build --release --locked
 
-tools: openbao driver-clients postgres k8s-tools
+tools: openbao driver-clients postgres k8s-tools install-tools
 
 openbao:
 	@scripts/install-openbao.sh >/dev/null
@@ -61,6 +68,15 @@ driver-clients:
 # kube-apiserver, etcd, the driver binaries: built once per version (minutes the first time).
 k8s-tools:
 	@tests/kubernetes/build.sh $(K8S_TOOLS)
+
+# Tests that need no server, no Go tool and nothing from the tool cache: while changing code.
+unit:
+	$(CARGO) test --locked --lib --bins --test core --test layers --test properties
+
+# helm and kustomize for the manifest tests (daemonset/ and its chart), pinned in
+# tests/install-tools/: built once per version (a few minutes the first time).
+install-tools:
+	@tests/install-tools/build.sh $(INSTALL_TOOLS)
 
 # The integration tests share one OpenBao dev server and one Kubernetes control plane
 # for the whole run.

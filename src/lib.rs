@@ -2,37 +2,40 @@
 //! Kubernetes Secrets Store CSI Driver.
 //!
 //! The driver calls us over a Unix socket for every pod volume it mounts. The
-//! modules follow one Mount through the provider:
+//! modules follow one Mount through the provider, top to bottom; a module only
+//! names modules below it (`tests/layers.rs` checks that there are no cycles):
 //!
+//! - [`admin`]: the HTTP endpoint for probes and metrics (`/healthz`,
+//!   `/readyz`, `/metrics`), looking at the server and the provider.
 //! - [`server`]: the Unix socket, the gRPC service (`Version`, `Mount`), the
 //!   HTTP/2 `:authority` repair older drivers need, the optional peer-uid
-//!   check, and graceful shutdown.
-//! - [`request`]: the driver's `attributes`, `secrets` and `permission` parsed
-//!   once into a typed [`request::MountPlan`]; everything after works on it.
-//! - [`vault`]: the Vault client (per-request namespace, typed errors, bounded
-//!   retries of transient failures), login and the token cache.
-//! - [`mount`]: runs a plan: one Vault call per distinct source, concurrently,
-//!   then renders files and versions, all or nothing.
+//!   check, the per-Mount span and log line, and graceful shutdown.
+//! - [`provider`]: the core: runs a plan: one Vault call per distinct source,
+//!   concurrently, then renders files and versions, all or nothing; direct
+//!   write mode around it; [`provider::MountError`] → gRPC status.
+//! - [`vault`]: the Vault client: HTTP transport and TLS, logins and the token
+//!   cache, per-pod certificates and leases, single flight, retries.
 //! - [`render`]: Vault response → file bytes.
-//! - [`version`]: keyed object versions that reveal nothing of the content.
+//! - [`write`]: `--write-mode direct`'s filesystem work: the files written into
+//!   the pod's tmpfs with the driver's atomic `..data` layout.
 //! - [`sync`]: provider-side sync: the files applied as a Kubernetes Secret
 //!   owned by the pod (`syncSecretName`, `serve --sync-secrets`).
-//! - [`write`]: `--write-mode direct`: the files written into the pod's tmpfs
-//!   by the provider itself, with the driver's atomic `..data` layout.
-//! - [`error`]: the one place where failures become gRPC status codes.
-//! - [`telemetry`]: logs (one span per Mount), Prometheus metrics, and the
-//!   HTTP endpoint for probes and metrics.
+//! - [`version`]: keyed object versions that reveal nothing of the content.
+//! - [`request`]: the driver's `attributes`, `secrets` and `permission` parsed
+//!   once into a typed [`request::MountPlan`]; everything after works on it.
+//! - [`telemetry`]: log setup and Prometheus metrics (imports nothing else
+//!   from the crate).
 //! - [`local`]: the `mount` subcommand: a SecretProviderClass file rendered
 //!   into a directory through the same plan and Mount, without a driver.
 //! - [`cli`]: the command line.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod admin;
 pub mod cli;
-pub mod error;
 pub mod local;
-pub mod mount;
 pub mod proto;
+pub mod provider;
 pub mod render;
 pub mod request;
 pub mod server;

@@ -19,9 +19,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::cli::MountArgs;
-use crate::error::MountError;
-use crate::mount::Provider;
 use crate::proto::{File, MountRequest, MountResponse};
+use crate::provider::{MountError, Provider};
 use crate::vault::{Vault, VaultConfig};
 use crate::version::Versioner;
 
@@ -463,8 +462,8 @@ spec:
         assert_eq!(tokens["bao"]["token"], "jwt-value");
         let plan = plan_of(&request);
         assert!(matches!(
-            plan.auth,
-            request::AuthPlan::ServiceAccount { .. }
+            plan.auth.credentials,
+            request::Credentials::Kubernetes(_) | request::Credentials::Jwt(_)
         ));
     }
 

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 use clap::Parser as _;
 
+use vault_secrets_provider::admin::{self, Health};
 use vault_secrets_provider::cli::{Cli, Command, MountArgs, ServeArgs};
 use vault_secrets_provider::local;
-use vault_secrets_provider::mount::Provider;
+use vault_secrets_provider::provider::Provider;
 use vault_secrets_provider::request::VaultTarget;
 use vault_secrets_provider::server::{self, ServerConfig, Serving};
 use vault_secrets_provider::sync::{KubeConfig, SecretSync};
-use vault_secrets_provider::telemetry::{self, Health, LogFormat};
+use vault_secrets_provider::telemetry::{self, LogFormat};
 use vault_secrets_provider::vault::{Vault, VaultConfig};
 use vault_secrets_provider::version::Versioner;
 use vault_secrets_provider::write::WriteMode;
@@ -89,12 +90,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
     ));
 
     let serving = Serving::default();
-    let health = telemetry::bind_health(args.health_addr)
+    let health = admin::bind_health(args.health_addr)
         .await
         .with_context(|| format!("cannot listen on --health-addr {}", args.health_addr))?;
     let health_addr = health.local_addr()?;
     tracing::info!(%health_addr, "health and metrics endpoint listening");
-    tokio::spawn(telemetry::serve_health(
+    tokio::spawn(admin::serve_health(
         health,
         Arc::new(Health {
             serving: serving.clone(),

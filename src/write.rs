@@ -28,16 +28,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::future::Future;
 use std::io::{self, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::os::unix::fs::{PermissionsExt as _, symlink};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::error::MountError;
-use crate::proto::{File, MountResponse};
-use crate::request::{FileOwner, FilePath, MountPlan, RequestError};
+use crate::proto::File;
+use crate::request::{FileOwner, FilePath};
 
 /// The link to the current timestamped directory.
 const DATA_DIR: &str = "..data";
@@ -110,51 +108,6 @@ pub enum Outcome {
     Unchanged,
     /// A new timestamped directory with this name is now `..data`.
     Written(String),
-}
-
-/// Refuses ownership parameters in response mode, where the driver writes
-/// every file as root and cannot honour them.
-pub fn response_mode_check(plan: &MountPlan) -> Result<(), RequestError> {
-    let parameter = match (plan.owner.uid, plan.owner.gid) {
-        (Some(_), _) => "fileOwnerUid",
-        (None, Some(_)) => "fileOwnerGid",
-        (None, None) => return Ok(()),
-    };
-    Err(RequestError::invalid(
-        parameter,
-        "needs the provider to run with --write-mode direct: in the default response mode \
-         the driver writes the files and they are always owned by root",
-    ))
-}
-
-/// One Mount in direct mode: checks the target before `run` contacts Vault,
-/// then writes the files `run` rendered (all of them, or nothing if it
-/// failed) and returns its response without them.
-pub async fn direct(
-    plan: &MountPlan,
-    run: impl Future<Output = Result<MountResponse, MountError>>,
-) -> Result<MountResponse, MountError> {
-    let target = plan.target_path.clone();
-    blocking(move || check_target(&target).map(drop)).await?;
-    let mut response = run.await?;
-    let files = std::mem::take(&mut response.files);
-    let (target, owner) = (plan.target_path.clone(), plan.owner);
-    let outcome = blocking(move || write(&target, &files, owner)).await?;
-    tracing::debug!(target_path = %plan.target_path.display(), ?outcome, "direct write");
-    Ok(response)
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, WriteError> + Send + 'static,
-) -> Result<T, MountError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result.map_err(MountError::from),
-        Err(join) => Err(MountError::from(WriteError::Io {
-            target: PathBuf::new(),
-            what: "writer task".into(),
-            source: io::Error::other(join.to_string()),
-        })),
-    }
 }
 
 /// Opens `target` if it is an absolute path to a directory on tmpfs.
@@ -842,36 +795,5 @@ mod tests {
         ] {
             assert!(!is_timestamp_name(name), "{name}");
         }
-    }
-
-    #[test]
-    fn ownership_parameters_need_direct_mode() {
-        let defaults = crate::request::Defaults {
-            vault_address: url::Url::parse("http://127.0.0.1:8200").unwrap(),
-            vault_namespace: None,
-            tls: Default::default(),
-        };
-        let request = crate::proto::MountRequest {
-            attributes: serde_json::json!({
-                "roleId": "r",
-                "objects": "- objectName: a\n  secretPath: secret/data/a\n",
-            })
-            .to_string(),
-            secrets: r#"{"secretId":"s"}"#.into(),
-            target_path: "/t".into(),
-            permission: "420".into(),
-            current_object_version: vec![],
-        };
-        let mut plan = crate::request::parse(&request, &defaults).unwrap();
-        let mut owner = FileOwner::default();
-        let mut check = |owner: FileOwner| {
-            plan.owner = owner;
-            response_mode_check(&plan).map_err(|e| e.parameter)
-        };
-        assert_eq!(check(owner), Ok(()));
-        owner.gid = Some(10);
-        assert_eq!(check(owner), Err("fileOwnerGid".into()));
-        owner.uid = Some(10);
-        assert_eq!(check(owner), Err("fileOwnerUid".into()));
     }
 }

@@ -1,4 +1,5 @@
-//! `make bench`: the provider measured against SPEC §11 on one OpenBao.
+//! `make bench`: the provider measured against its performance targets (warm Mount within
+//! 1.2x of direct reads, storms with one login per identity, RSS, start-up) on one OpenBao.
 //!
 //! 1. Warm Mount latency against the same reads done directly.
 //! 2. Cold Mount (login included) and the login count.

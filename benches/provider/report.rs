@@ -269,7 +269,7 @@ impl Results {
         .unwrap();
 
         writeln!(w, "## Summary\n").unwrap();
-        writeln!(w, "| Quality bar (SPEC §11) | Measured | Target | |").unwrap();
+        writeln!(w, "| Quality bar | Measured | Target | |").unwrap();
         writeln!(w, "|---|---|---|---|").unwrap();
         for warm in &self.warm {
             writeln!(

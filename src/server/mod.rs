@@ -8,6 +8,7 @@
 //! removes its socket.
 
 pub mod authority;
+mod observer;
 pub mod peer;
 
 use std::fs;
@@ -25,12 +26,11 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
-use crate::error::MountError;
-use crate::mount::Provider;
 use crate::proto::csi_driver_provider_server::{CsiDriverProvider, CsiDriverProviderServer};
 use crate::proto::{MountRequest, MountResponse, VersionRequest, VersionResponse};
-use crate::telemetry::MountObserver;
+use crate::provider::{MountError, Provider};
 use authority::AuthorityRepair;
+use observer::MountObserver;
 
 /// The protocol version the driver speaks.
 pub const API_VERSION: &str = "v1alpha1";

@@ -19,11 +19,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
-use vaultrs::api::AuthInfo;
-use vaultrs::error::ClientError;
-
-use crate::request::{AuthMethod, AuthPlan};
-use crate::vault::VaultError;
 
 /// `Content-Type` of the Prometheus text format we serve by default.
 pub const PROMETHEUS_CONTENT_TYPE: &str =
@@ -238,24 +233,16 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// A login: its HTTP status ([`login_status`]) and, if it failed, why.
+    /// A login with auth `method`: its HTTP status (`None` when no response
+    /// arrived) and `result` (`ok`, or the failure's label).
     pub fn login(
         &self,
-        auth: &AuthPlan,
+        method: &'static str,
         status: Option<u16>,
-        error: Option<&VaultError>,
+        result: &'static str,
         elapsed: Duration,
     ) {
         self.vault_request(Operation::Login, status, elapsed);
-        let method = match auth {
-            AuthPlan::AppRole { .. } => "approle",
-            AuthPlan::ServiceAccount {
-                method: AuthMethod::Jwt,
-                ..
-            } => "jwt",
-            AuthPlan::ServiceAccount { .. } => "kubernetes",
-        };
-        let result = error.map_or("ok", error_label);
         self.logins
             .get_or_create(&LoginLabels { method, result })
             .inc();
@@ -297,45 +284,9 @@ fn status_class(status: Option<u16>) -> &'static str {
     }
 }
 
-/// The HTTP status behind a vaultrs login result, if a response arrived.
-pub fn login_status(result: &Result<AuthInfo, ClientError>) -> Option<u16> {
-    use rustify::errors::ClientError as Rest;
-    match result {
-        Ok(_) | Err(ClientError::ResponseEmptyError | ClientError::ResponseDataEmptyError) => {
-            Some(200)
-        }
-        Err(ClientError::APIError { code, .. })
-        | Err(ClientError::RestClientError {
-            source: Rest::ServerResponseError { code, .. },
-        }) => Some(*code),
-        Err(_) => None,
-    }
-}
-
-fn error_label(err: &VaultError) -> &'static str {
-    match err {
-        VaultError::LoginRefused(_) => "refused",
-        VaultError::PermissionDenied(_) => "permission_denied",
-        VaultError::NotFound(_) => "not_found",
-        VaultError::Rejected(_) => "rejected",
-        VaultError::Unavailable(_) => "unavailable",
-        VaultError::Tls(_) => "tls",
-        VaultError::Unexpected(_) => "unexpected",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn approle() -> AuthPlan {
-        AuthPlan::AppRole {
-            mount: "approle".into(),
-            namespace: None,
-            role_id: "role-id-value".into(),
-            secret_id: "secret-id-value".to_owned().into(),
-        }
-    }
 
     #[test]
     fn records_show_up_in_both_formats() {
@@ -346,17 +297,8 @@ mod tests {
         m.mount_finished("team-a", "permission_denied", Duration::from_millis(3));
         m.vault_request(Operation::Read, Some(200), Duration::from_millis(2));
         m.vault_request(Operation::Read, None, Duration::from_millis(2));
-        let refused = login_status(&Err(ClientError::APIError {
-            code: 400,
-            errors: vec![],
-        }));
-        m.login(
-            &approle(),
-            refused,
-            Some(&VaultError::LoginRefused("no".into())),
-            Duration::from_millis(1),
-        );
-        m.login(&approle(), Some(200), None, Duration::from_millis(1));
+        m.login("approle", Some(400), "refused", Duration::from_millis(1));
+        m.login("approle", Some(200), "ok", Duration::from_millis(1));
         m.token_lookup(true);
         m.token_lookup(false);
 
@@ -378,7 +320,6 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
-        assert!(!text.contains("role-id-value") && !text.contains("secret-id-value"));
         let open = m.encode(3, true);
         assert!(open.ends_with("# EOF\n"), "{open}");
         assert!(open.contains("vsp_mounts_total{"), "{open}");

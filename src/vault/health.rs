@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Endpoint, Vault, VaultError, transport_error};
+use super::Vault;
+use super::error::{VaultError, transport_error};
+use super::http::Endpoint;
 use crate::request::VaultTarget;
 use crate::telemetry::metrics::{Operation, metrics};
 
@@ -14,7 +16,7 @@ impl Vault {
         let Endpoint {
             http,
             base: mut url,
-        } = self.endpoint(target).await?;
+        } = self.http.endpoint(target).await?;
         url.path_segments_mut()
             .map_err(|()| VaultError::Unexpected("Vault address cannot hold a path".into()))?
             .pop_if_empty()

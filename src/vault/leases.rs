@@ -12,14 +12,14 @@
 //! There is no Unmount call, so entries a pod stops asking for are dropped
 //! after an idle time ([`LeaseCache::expire_idle`]).
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::slots::SlotMap;
 use super::{Identity, VaultError};
 use crate::request::Source;
 
@@ -139,30 +139,24 @@ impl Kept {
     }
 }
 
-struct Slot {
-    entry: Mutex<(Option<Kept>, Instant)>,
-    /// Held while fetching or renewing, so one pod's concurrent Mounts do it once.
-    busy: tokio::sync::Mutex<()>,
-}
-
-/// Bounded map of (pod, identity, source) → dynamic response.
+/// Bounded map of (pod, identity, source) → dynamic response. A slot's lock
+/// is held while fetching or renewing, so one pod's concurrent Mounts do it
+/// once.
 pub struct LeaseCache {
-    slots: Mutex<HashMap<LeaseKey, Arc<Slot>>>,
-    capacity: usize,
+    slots: SlotMap<LeaseKey, Kept>,
 }
 
 impl LeaseCache {
     /// A cache of at most `capacity` entries.
     pub fn new(capacity: usize) -> Self {
         Self {
-            slots: Mutex::new(HashMap::new()),
-            capacity: capacity.max(1),
+            slots: SlotMap::new(capacity),
         }
     }
 
     /// Entries held.
     pub fn len(&self) -> usize {
-        self.slots.lock().expect("lease cache lock").len()
+        self.slots.len()
     }
 
     /// Whether nothing is held.
@@ -186,13 +180,13 @@ impl LeaseCache {
         R: FnOnce(Lease) -> RF,
         RF: Future<Output = Result<Duration, VaultError>>,
     {
-        let slot = self.slot(key);
+        let slot = self.slots.slot(key);
         let _busy = slot.busy.lock().await;
         let now = Instant::now();
         let cached = {
-            let mut entry = slot.entry.lock().expect("lease slot lock");
-            entry.1 = now;
-            entry.0.clone()
+            let mut entry = slot.entry();
+            entry.last_used = now;
+            entry.value.clone()
         };
         if let Some(cached) = cached {
             if now < cached.dynamic.refresh_at {
@@ -215,7 +209,7 @@ impl LeaseCache {
                             text: cached.text,
                         };
                         let response = refreshed.response();
-                        slot.entry.lock().expect("lease slot lock").0 = Some(refreshed);
+                        slot.entry().value = Some(refreshed);
                         tracing::debug!(granted_s = granted.as_secs(), capped, "renewed lease");
                         return Ok((response, Outcome::Renewed));
                     }
@@ -230,76 +224,23 @@ impl LeaseCache {
         let kept = classify(&response, percent, Instant::now())
             .map(|dynamic| Kept::new(dynamic, &response));
         let keep = kept.is_some();
-        slot.entry.lock().expect("lease slot lock").0 = kept;
+        slot.entry().value = kept;
         if !keep {
             // Static data is re-read every time; don't hold a slot for it.
             drop(_busy);
             drop(slot);
-            self.remove_if_empty(key);
+            self.slots.remove_if_unused(key);
         }
         Ok((response, Outcome::Fetched))
     }
 
     /// Drops entries unused for longer than `idle`; returns the leases they held.
     pub fn expire_idle(&self, idle: Duration) -> Vec<(LeaseKey, Lease)> {
-        let now = Instant::now();
-        let mut slots = self.slots.lock().expect("lease cache lock");
-        let stale: Vec<LeaseKey> = slots
-            .iter()
-            .filter(|(_, slot)| {
-                now.duration_since(slot.entry.lock().expect("lease slot lock").1) > idle
-            })
-            .map(|(key, _)| key.clone())
-            .collect();
-        stale
+        self.slots
+            .expire_idle(idle)
             .into_iter()
-            .filter_map(|key| {
-                let slot = slots.remove(&key)?;
-                let lease = slot
-                    .entry
-                    .lock()
-                    .expect("lease slot lock")
-                    .0
-                    .take()?
-                    .dynamic
-                    .lease?;
-                Some((key, lease))
-            })
+            .filter_map(|(key, kept)| Some((key, kept.dynamic.lease?)))
             .collect()
-    }
-
-    fn slot(&self, key: &LeaseKey) -> Arc<Slot> {
-        let mut slots = self.slots.lock().expect("lease cache lock");
-        if let Some(slot) = slots.get(key) {
-            return slot.clone();
-        }
-        if slots.len() >= self.capacity {
-            // Least recently used tenth goes; its leases expire on their own.
-            let mut by_age: Vec<(Instant, LeaseKey)> = slots
-                .iter()
-                .map(|(k, s)| (s.entry.lock().expect("lease slot lock").1, k.clone()))
-                .collect();
-            by_age.sort_by_key(|(used, _)| *used);
-            for (_, old) in by_age.into_iter().take((slots.len() / 10).max(1)) {
-                slots.remove(&old);
-            }
-        }
-        let slot = Arc::new(Slot {
-            entry: Mutex::new((None, Instant::now())),
-            busy: tokio::sync::Mutex::new(()),
-        });
-        slots.insert(key.clone(), slot.clone());
-        slot
-    }
-
-    fn remove_if_empty(&self, key: &LeaseKey) {
-        let mut slots = self.slots.lock().expect("lease cache lock");
-        let empty = slots.get(key).is_some_and(|slot| {
-            Arc::strong_count(slot) == 1 && slot.entry.lock().expect("lease slot lock").0.is_none()
-        });
-        if empty {
-            slots.remove(key);
-        }
     }
 }
 
@@ -318,7 +259,7 @@ mod tests {
                     tls: Default::default(),
                 },
                 namespace: None,
-                mount: "approle".into(),
+                auth_mount: "approle".into(),
                 principal: "p".into(),
                 credential_digest: [0; 32],
             },

@@ -8,15 +8,15 @@
 //! renewal runs per identity: concurrent Mounts wait for it instead of
 //! starting their own.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
 use tokio::time::Instant;
 
 use super::VaultError;
+use super::slots::{Slot, SlotMap};
 use crate::request::{Namespace, VaultTarget};
 
 /// Who a token belongs to. Credentials are kept only as a digest, so the key
@@ -27,8 +27,8 @@ pub struct Identity {
     pub target: VaultTarget,
     /// Namespace of the login.
     pub namespace: Option<Namespace>,
-    /// Auth mount.
-    pub mount: String,
+    /// Auth mount path.
+    pub auth_mount: String,
     /// Non-secret principal: AppRole role ID, or method, role, audience and pod UID.
     pub principal: String,
     /// SHA-256 of the secret credential (secret ID; the JWT only for a
@@ -65,21 +65,10 @@ struct Cached {
     period: Duration,
 }
 
-struct Entry {
-    token: Option<Cached>,
-    last_used: Instant,
-}
-
-struct Slot {
-    entry: Mutex<Entry>,
-    /// Held while logging in or renewing, so one identity does it once at a time.
-    refresh: tokio::sync::Mutex<()>,
-}
-
-/// Bounded map of identity → token.
+/// Bounded map of identity → token. A slot's lock is held while logging in
+/// or renewing, so one identity does that once at a time.
 pub struct TokenCache {
-    slots: Mutex<HashMap<Identity, Arc<Slot>>>,
-    capacity: usize,
+    slots: SlotMap<Identity, Cached>,
 }
 
 /// Whether a token came from the cache or from a login just now (a fresh
@@ -96,14 +85,13 @@ impl TokenCache {
     /// A cache holding at most `capacity` identities.
     pub fn new(capacity: usize) -> Self {
         Self {
-            slots: Mutex::new(HashMap::new()),
-            capacity: capacity.max(1),
+            slots: SlotMap::new(capacity),
         }
     }
 
     /// Number of identities held.
     pub fn len(&self) -> usize {
-        self.slots.lock().expect("token cache lock").len()
+        self.slots.len()
     }
 
     /// Whether the cache is empty.
@@ -126,11 +114,11 @@ impl TokenCache {
         R: FnOnce(Token) -> RF,
         RF: Future<Output = Refresh>,
     {
-        let slot = self.slot(identity);
+        let slot = self.slots.slot(identity);
         if let Some(token) = Self::fresh(&slot) {
             return Ok((token, Origin::Cached));
         }
-        let _refreshing = slot.refresh.lock().await;
+        let _refreshing = slot.busy.lock().await;
         // Another caller may have refreshed it while we waited.
         if let Some(token) = Self::fresh(&slot) {
             return Ok((token, Origin::Cached));
@@ -146,8 +134,8 @@ impl TokenCache {
             } else {
                 now + granted.saturating_sub(safety_margin(granted))
             };
-            let mut entry = slot.entry.lock().expect("token slot lock");
-            if let Some(cached) = entry.token.as_mut() {
+            let mut entry = slot.entry();
+            if let Some(cached) = entry.value.as_mut() {
                 cached.refresh_at = refresh_at;
                 cached.expires_at = Some(now + granted);
             }
@@ -166,8 +154,8 @@ impl TokenCache {
             period: token.ttl,
             token: token.clone(),
         };
-        let mut entry = slot.entry.lock().expect("token slot lock");
-        entry.token = Some(cached);
+        let mut entry = slot.entry();
+        entry.value = Some(cached);
         entry.last_used = now;
         Ok((token, Origin::Fresh))
     }
@@ -175,102 +163,37 @@ impl TokenCache {
     /// Forgets `token` for `identity` if it is still the cached one (a Mount
     /// that saw a 403 must not throw away a newer token another Mount got).
     pub fn invalidate(&self, identity: &Identity, token: &Token) {
-        let slot = self.slot(identity);
-        let mut entry = slot.entry.lock().expect("token slot lock");
+        let slot = self.slots.slot(identity);
+        let mut entry = slot.entry();
         if entry
-            .token
+            .value
             .as_ref()
             .is_some_and(|cached| Arc::ptr_eq(&cached.token.secret, &token.secret))
         {
-            entry.token = None;
+            entry.value = None;
         }
     }
 
     /// The cached token for `identity`, if any, without refreshing it.
     pub fn peek(&self, identity: &Identity) -> Option<Token> {
-        let slots = self.slots.lock().expect("token cache lock");
-        let slot = slots.get(identity)?;
-        let entry = slot.entry.lock().expect("token slot lock");
-        entry.token.as_ref().map(|cached| cached.token.clone())
+        self.slots.peek(identity, |cached| cached.token.clone())
     }
 
     /// Removes and returns every cached token (for revocation at shutdown).
     pub fn drain(&self) -> Vec<(Identity, Token)> {
-        let slots = std::mem::take(&mut *self.slots.lock().expect("token cache lock"));
-        slots
-            .into_iter()
-            .filter_map(|(identity, slot)| {
-                let token = slot.entry.lock().expect("token slot lock").token.take()?;
-                Some((identity, token.token))
-            })
-            .collect()
+        tokens(self.slots.drain())
     }
 
     /// Drops identities unused for longer than `idle`; returns their tokens.
     pub fn expire_idle(&self, idle: Duration) -> Vec<(Identity, Token)> {
-        let now = Instant::now();
-        let mut slots = self.slots.lock().expect("token cache lock");
-        let stale: Vec<Identity> = slots
-            .iter()
-            .filter(|(_, slot)| {
-                let entry = slot.entry.lock().expect("token slot lock");
-                now.duration_since(entry.last_used) > idle
-            })
-            .map(|(identity, _)| identity.clone())
-            .collect();
-        stale
-            .into_iter()
-            .filter_map(|identity| {
-                let slot = slots.remove(&identity)?;
-                let token = slot.entry.lock().expect("token slot lock").token.take()?;
-                Some((identity, token.token))
-            })
-            .collect()
-    }
-
-    fn slot(&self, identity: &Identity) -> Arc<Slot> {
-        let mut slots = self.slots.lock().expect("token cache lock");
-        if let Some(slot) = slots.get(identity) {
-            return slot.clone();
-        }
-        if slots.len() >= self.capacity {
-            Self::evict(&mut slots);
-        }
-        let slot = Arc::new(Slot {
-            entry: Mutex::new(Entry {
-                token: None,
-                last_used: Instant::now(),
-            }),
-            refresh: tokio::sync::Mutex::new(()),
-        });
-        slots.insert(identity.clone(), slot.clone());
-        slot
-    }
-
-    /// Drops the least recently used tenth of the identities. Runs only when
-    /// the cache is full, so its linear scan is rare.
-    fn evict(slots: &mut HashMap<Identity, Arc<Slot>>) {
-        let mut by_age: Vec<(Instant, Identity)> = slots
-            .iter()
-            .map(|(id, slot)| {
-                (
-                    slot.entry.lock().expect("token slot lock").last_used,
-                    id.clone(),
-                )
-            })
-            .collect();
-        by_age.sort_by_key(|(used, _)| *used);
-        let drop_count = (slots.len() / 10).max(1);
-        for (_, id) in by_age.into_iter().take(drop_count) {
-            slots.remove(&id);
-        }
+        tokens(self.slots.expire_idle(idle))
     }
 
     /// The cached token if it is before its refresh time.
-    fn fresh(slot: &Slot) -> Option<Token> {
-        let mut entry = slot.entry.lock().expect("token slot lock");
+    fn fresh(slot: &Slot<Cached>) -> Option<Token> {
+        let mut entry = slot.entry();
         let now = Instant::now();
-        let cached = entry.token.as_ref()?;
+        let cached = entry.value.as_ref()?;
         if now >= cached.refresh_at {
             return None;
         }
@@ -281,15 +204,22 @@ impl TokenCache {
 
     /// The cached token if renewing it may help: renewable, not yet expired,
     /// and not already capped (a capped token's refresh time is its end).
-    fn renewable(slot: &Slot) -> Option<(Token, Duration)> {
-        let entry = slot.entry.lock().expect("token slot lock");
-        let cached = entry.token.as_ref()?;
+    fn renewable(slot: &Slot<Cached>) -> Option<(Token, Duration)> {
+        let entry = slot.entry();
+        let cached = entry.value.as_ref()?;
         let now = Instant::now();
         let alive = cached
             .expires_at
             .is_none_or(|end| now + safety_margin(cached.period) < end);
         (cached.token.renewable && alive).then(|| (cached.token.clone(), cached.period))
     }
+}
+
+fn tokens(cached: Vec<(Identity, Cached)>) -> Vec<(Identity, Token)> {
+    cached
+        .into_iter()
+        .map(|(identity, cached)| (identity, cached.token))
+        .collect()
 }
 
 /// When to renew a token with this TTL: at 60–70% of it (jitter spreads the
@@ -318,7 +248,7 @@ mod tests {
                 tls: Default::default(),
             },
             namespace: None,
-            mount: "approle".into(),
+            auth_mount: "approle".into(),
             principal: principal.into(),
             credential_digest: [0; 32],
         }

@@ -1,4 +1,5 @@
-//! The HTTP endpoint on `--health-addr`: `/healthz`, `/readyz`, `/metrics`.
+//! The admin HTTP endpoint on `--health-addr`: `/healthz`, `/readyz`,
+//! `/metrics`. It sits above the server and the provider core, and looks at both.
 //!
 //! - `/healthz` (liveness): the gRPC server runs and its socket file is still
 //!   in place. A socket deleted from under us cannot be reached by the driver
@@ -23,12 +24,12 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, UnixStream};
 
-use super::metrics::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, metrics};
-use crate::mount::Provider;
 use crate::proto::VersionRequest;
 use crate::proto::csi_driver_provider_client::CsiDriverProviderClient;
+use crate::provider::Provider;
 use crate::request::VaultTarget;
 use crate::server::{API_VERSION, Serving};
+use crate::telemetry::metrics::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, metrics};
 
 /// Budget for each readiness check: kubelet's probe timeout defaults to 1 s,
 /// so both checks run concurrently and give up before it.

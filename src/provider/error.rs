@@ -1,4 +1,5 @@
-//! Why a Mount failed, and the one place where that becomes a gRPC status.
+//! [`MountError`]: why a Mount failed, and the one place where that becomes a
+//! gRPC status.
 //!
 //! The status message reaches the pod's events (`FailedMount`), so it says what
 //! failed and what to check, and never carries a secret. The code matters to

@@ -1,6 +1,12 @@
-//! Runs a [`MountPlan`]: one Vault request per distinct source, concurrently,
-//! then every object rendered and versioned. All or nothing: any failure
-//! fails the whole Mount and no file is returned.
+//! The provider core: runs a [`MountPlan`]: one Vault request per distinct
+//! source, concurrently, then every object rendered and versioned. All or
+//! nothing: any failure fails the whole Mount and no file is returned.
+//!
+//! - this module: [`Provider`] and the orchestration of one Mount;
+//! - [`error`](self::error): [`MountError`], the one place where a failure
+//!   becomes a gRPC status;
+//! - `direct`: `--write-mode direct` around a Mount (target checked first,
+//!   files written only when everything succeeded).
 //!
 //! Fewer Vault calls by design: objects sharing a source share one response;
 //! identical reads of one identity across simultaneous Mounts share one call
@@ -13,7 +19,11 @@ use std::time::Duration;
 
 use futures::{StreamExt as _, TryStreamExt as _};
 
-use crate::error::MountError;
+mod direct;
+pub mod error;
+
+pub use error::MountError;
+
 use crate::proto::{File, MountRequest, MountResponse, ObjectVersion};
 use crate::render;
 use crate::request::{self, Defaults, Method, MountPlan, RequestError, Source};
@@ -22,7 +32,7 @@ use crate::vault::flight::{Flights, Role};
 use crate::vault::leases::{self, LeaseCache, LeaseKey};
 use crate::vault::{Identity, Origin, Token, Vault, VaultError};
 use crate::version::Versioner;
-use crate::write::{self, WriteMode};
+use crate::write::WriteMode;
 
 /// Most Vault requests one Mount has in flight at once.
 const FETCH_CONCURRENCY: usize = 16;
@@ -160,14 +170,14 @@ impl Provider {
     /// Parses and runs one driver request.
     pub async fn mount(&self, request: &MountRequest) -> Result<MountResponse, MountError> {
         let plan = request::parse(request, &self.defaults)?;
-        // The Mount's log span (telemetry::MountObserver) has a field for this.
+        // The Mount's log span (server::observer::MountObserver) has a field for this.
         tracing::Span::current().record("objects", plan.objects.len() + plan.templates.len());
         match self.write_mode {
             WriteMode::Response => {
-                write::response_mode_check(&plan)?;
+                plan.check_response_mode()?;
                 self.run_and_sync(&plan).await
             }
-            WriteMode::Direct => write::direct(&plan, self.run_and_sync(&plan)).await,
+            WriteMode::Direct => direct::direct(&plan, self.run_and_sync(&plan)).await,
         }
     }
 
