@@ -22,12 +22,11 @@
 # Composes with scripts/with-openbao.sh: `with-kubernetes.sh with-openbao.sh cargo test`.
 set -euo pipefail
 
-if [[ $# -eq 0 ]]; then
-    echo "usage: $0 CMD [ARGS...]" >&2
-    exit 2
-fi
-
-log() { echo "with-kubernetes: $*" >&2; }
+script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+lib_name=with-kubernetes
+# shellcheck source=scripts/lib.sh
+source "$script_dir/lib.sh"
+require_cmd "$@"
 
 for var in VSP_TEST_ETCD_BIN VSP_TEST_KUBE_APISERVER_BIN VSP_TEST_CLUSTER_PKI_BIN; do
     bin="${!var:-}"
@@ -37,53 +36,19 @@ for var in VSP_TEST_ETCD_BIN VSP_TEST_KUBE_APISERVER_BIN VSP_TEST_CLUSTER_PKI_BI
     fi
 done
 
-tmp_owned=0
-if [[ -n "${VSP_TEST_KUBE_DIR:-}" ]]; then
-    work="$VSP_TEST_KUBE_DIR"; mkdir -p "$work"
-else
-    work="$(mktemp -d "${TMPDIR:-/tmp}/vsp-kubernetes.XXXXXX")"; tmp_owned=1
-fi
-work="$(cd "$work" && pwd)"
+make_work VSP_TEST_KUBE_DIR vsp-kubernetes
 pki="$work/pki"
 
 etcd_pid=""
 apiserver_pid=""
-watchdog_pid=""
-cmd_pid=""
 
-stop_pid() {  # stop_pid PID: TERM, wait up to ~10 s, then KILL
-    local p="$1" i
-    kill -TERM "$p" 2>/dev/null || return 0
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$p" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -KILL "$p" 2>/dev/null || true
-}
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    if [[ -n "$cmd_pid" ]] && kill -0 "$cmd_pid" 2>/dev/null; then
-        kill -TERM "$cmd_pid" 2>/dev/null || true
-        wait "$cmd_pid" 2>/dev/null || true
-    fi
+stop_servers() {
     # The apiserver first, so it does not spend its shutdown retrying a gone etcd.
-    if [[ -n "$apiserver_pid" ]]; then stop_pid "$apiserver_pid"; wait "$apiserver_pid" 2>/dev/null || true; fi
-    if [[ -n "$etcd_pid" ]]; then stop_pid "$etcd_pid"; wait "$etcd_pid" 2>/dev/null || true; fi
-    if [[ -n "$watchdog_pid" ]]; then kill "$watchdog_pid" 2>/dev/null || true; fi
-    if [[ "$rc" -eq 0 && "$tmp_owned" -eq 1 ]]; then
-        rm -rf "$work"
-    elif [[ "$rc" -ne 0 ]]; then
-        log "logs kept in $work (etcd.log, kube-apiserver.log)"
-    fi
-    exit "$rc"
+    stop_and_reap "$apiserver_pid"
+    stop_and_reap "$etcd_pid"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+kept_message() { echo "logs kept in $work (etcd.log, kube-apiserver.log)"; }
+install_traps
 
 # A free port below the usual ephemeral range (32768+), so outgoing connections don't take it.
 free_port() {
@@ -120,7 +85,7 @@ for attempt in 1 2 3 4 5; do
         sleep 0.1
     done
     [[ "$started" -eq 1 ]] && break
-    stop_pid "$etcd_pid"; wait "$etcd_pid" 2>/dev/null || true; etcd_pid=""
+    stop_and_reap "$etcd_pid"; etcd_pid=""
     log "etcd attempt $attempt failed; last log lines:"; tail -n 5 "$work/etcd.log" >&2 || true
 done
 [[ "$started" -eq 1 ]] || { log "could not start etcd"; exit 1; }
@@ -162,16 +127,13 @@ for attempt in 1 2 3 4 5; do
         sleep 0.2
     done
     [[ "$started" -eq 1 ]] && break
-    stop_pid "$apiserver_pid"; wait "$apiserver_pid" 2>/dev/null || true; apiserver_pid=""
+    stop_and_reap "$apiserver_pid"; apiserver_pid=""
     log "kube-apiserver attempt $attempt on port $port failed; last log lines:"
     tail -n 5 "$work/kube-apiserver.log" >&2 || true
 done
 [[ "$started" -eq 1 ]] || { log "could not start kube-apiserver"; exit 1; }
 
-# If this script is SIGKILLed the traps cannot run: a watchdog stops the servers then.
-( while kill -0 $$ 2>/dev/null; do sleep 1; done
-  kill -TERM "$apiserver_pid" "$etcd_pid" 2>/dev/null ) >/dev/null 2>&1 </dev/null &
-watchdog_pid=$!
+start_watchdog "$apiserver_pid" "$etcd_pid"
 
 cat >"$work/admin.kubeconfig" <<EOF
 apiVersion: v1
@@ -203,13 +165,4 @@ export VSP_TEST_KUBE_ADMIN_KEY_FILE="$pki/admin.key"
 mkdir -p "$work/run"
 export VSP_TEST_KUBE_RUN_DIR="$work/run"
 
-# CMD runs as a child we wait for, so INT/TERM reach the traps at once (a foreground
-# child would delay them until it exits); stdin is passed through explicitly.
-"$@" <&0 &
-cmd_pid=$!
-set +e
-wait "$cmd_pid"
-cmd_status=$?
-set -e
-cmd_pid=""
-exit "$cmd_status"
+run_cmd "$@"

@@ -17,13 +17,11 @@
 # - runs CMD, stops the server(s) on EXIT/INT/TERM, exits with CMD's status.
 set -euo pipefail
 
-if [[ $# -eq 0 ]]; then
-    echo "usage: $0 CMD [ARGS...]" >&2
-    exit 2
-fi
-
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-log() { echo "with-openbao: $*" >&2; }
+lib_name=with-openbao
+# shellcheck source=scripts/lib.sh
+source "$script_dir/lib.sh"
+require_cmd "$@"
 
 bao="${VSP_TEST_BAO_BIN:-}"
 if [[ -z "$bao" ]]; then
@@ -31,64 +29,27 @@ if [[ -z "$bao" ]]; then
 fi
 [[ -x "$bao" ]] || { log "bao binary not executable: $bao"; exit 1; }
 
-tmp_owned=0
-if [[ -n "${VSP_TEST_BAO_DIR:-}" ]]; then
-    work="$VSP_TEST_BAO_DIR"; mkdir -p "$work"
-else
-    work="$(mktemp -d "${TMPDIR:-/tmp}/vsp-openbao.XXXXXX")"; tmp_owned=1
-fi
-work="$(cd "$work" && pwd)"
+make_work VSP_TEST_BAO_DIR vsp-openbao
 run_dir="$work/private"; mkdir -p "$run_dir"
 logfile="$work/openbao.log"
 
 server_pid=""
-watchdog_pid=""
-cmd_pid=""
 
-stop_pid() {  # stop_pid PID: TERM, wait up to ~5 s, then KILL
-    local p="$1" i
-    kill -TERM "$p" 2>/dev/null || return 0
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$p" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -KILL "$p" 2>/dev/null || true
-}
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    if [[ -n "$cmd_pid" ]] && kill -0 "$cmd_pid" 2>/dev/null; then
-        kill -TERM "$cmd_pid" 2>/dev/null || true
-        wait "$cmd_pid" 2>/dev/null || true
-    fi
-    if [[ -n "$server_pid" ]]; then
-        stop_pid "$server_pid"
-        wait "$server_pid" 2>/dev/null || true
-    fi
+stop_servers() {
+    stop_and_reap "$server_pid" 50
     # Private servers a test failed to stop (e.g. the test process was killed).
     local f p
     for f in "$run_dir"/*.pid; do
         [[ -e "$f" ]] || continue
         p="$(cat "$f" 2>/dev/null || true)"
         if [[ "$p" =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q 'server -dev'; then
-            stop_pid "$p"
+            stop_pid "$p" 50
         fi
         rm -f "$f"
     done
-    if [[ -n "$watchdog_pid" ]]; then kill "$watchdog_pid" 2>/dev/null || true; fi
-    if [[ "$rc" -eq 0 && "$tmp_owned" -eq 1 ]]; then
-        rm -rf "$work"
-    elif [[ "$rc" -ne 0 ]]; then
-        log "OpenBao log kept at $logfile"
-    fi
-    exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+kept_message() { echo "OpenBao log kept at $logfile"; }
+install_traps
 
 http_code() {  # http_code URL [TOKEN]
     local args=(-s -o /dev/null -w '%{http_code}' --max-time 2)
@@ -121,15 +82,12 @@ for attempt in 1 2 3 4 5 6 7 8 9 10; do
         sleep 0.05
     done
     [[ "$started" -eq 1 ]] && break
-    stop_pid "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
+    stop_and_reap "$server_pid" 50; server_pid=""
     log "attempt $attempt on port $port failed; last log lines:"; tail -n 5 "$logfile" >&2 || true
 done
 [[ "$started" -eq 1 ]] || { log "could not start OpenBao"; exit 1; }
 
-# If this script is SIGKILLed the traps cannot run: a watchdog stops the server then.
-( while kill -0 $$ 2>/dev/null; do sleep 1; done; kill -TERM "$server_pid" 2>/dev/null ) \
-    >/dev/null 2>&1 </dev/null &
-watchdog_pid=$!
+start_watchdog "$server_pid"
 
 log "OpenBao $("$bao" version | head -n1 | awk '{print $2}') at $addr (log: $logfile)"
 export VSP_TEST_VAULT_ADDR="$addr"
@@ -137,13 +95,4 @@ export VSP_TEST_VAULT_TOKEN="$token"
 export VSP_TEST_BAO_BIN="$bao"
 export VSP_TEST_BAO_RUN_DIR="$run_dir"
 
-# CMD runs as a child we wait for, so INT/TERM reach the traps at once (a foreground
-# child would delay them until it exits); stdin is passed through explicitly.
-"$@" <&0 &
-cmd_pid=$!
-set +e
-wait "$cmd_pid"
-cmd_status=$?
-set -e
-cmd_pid=""
-exit "$cmd_status"
+run_cmd "$@"

@@ -455,7 +455,6 @@ async fn bad_input_is_invalid_argument_names_the_parameter_and_writes_nothing() 
     let cases = corpus(&d, &canary);
     assert!(cases.len() >= 40, "only {} cases", cases.len());
     let provider = Provider::start(&d.bao.addr, &[]);
-    let pid = provider.pid();
 
     for client in driver_clients() {
         let volumes: Vec<Volume> = cases.iter().map(|_| Volume::new()).collect();
@@ -497,20 +496,13 @@ async fn bad_input_is_invalid_argument_names_the_parameter_and_writes_nothing() 
         );
     }
 
-    // Still healthy: same process, probes green, a good Mount works.
-    assert_eq!(provider.pid(), pid);
+    // Still healthy: the same process running, probes green, a good Mount works.
+    provider.assert_running();
     assert_eq!(provider.get("/healthz").await.0, 200);
     assert_eq!(provider.get("/readyz").await.0, 200);
     for client in driver_clients() {
-        let volume = Volume::new();
-        client
-            .mount(
-                &provider,
-                &d.attributes(OBJECTS),
-                &d.secrets(),
-                volume.path(),
-            )
-            .expect_ok();
+        let (result, volume) = client.mount_fresh(&provider, &d.attributes(OBJECTS), &d.secrets());
+        result.expect_ok();
         assert_eq!(volume.read("k"), "bad-input-value");
     }
     let log = provider.log();
@@ -532,13 +524,11 @@ async fn bad_input_is_invalid_argument_names_the_parameter_and_writes_nothing() 
 async fn missing_namespace_is_not_found() {
     let d = Deployment::new("no-namespace").await;
     let provider = Provider::start(&d.bao.addr, &[]);
+    let missing = format!("{}-missing", d.ns);
     let mut attributes = d.attributes(OBJECTS);
-    attributes["vaultNamespace"] = json!(format!("{}-missing", d.ns));
+    attributes["vaultNamespace"] = json!(missing);
     for client in driver_clients() {
-        let volume = Volume::new();
-        client
-            .mount(&provider, &attributes, &d.secrets(), volume.path())
-            .expect_err("NotFound", "namespace");
-        assert!(volume.files().is_empty());
+        let (result, _) = client.mount_fresh(&provider, &attributes, &d.secrets());
+        result.expect_err("NotFound", &format!("in namespace {missing}"));
     }
 }

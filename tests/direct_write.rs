@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::deployment::Deployment;
 use support::openbao::OpenBao;
-use support::provider::{DriverClient, Provider, Volume, driver_clients};
+use support::provider::{Provider, Volume, driver_clients, v16_client};
 
 fn direct_provider() -> Provider {
     Provider::start(&OpenBao::shared().addr, &["--write-mode", "direct"])
@@ -34,10 +34,6 @@ fn tmpfs(size: &str) -> Volume {
         "direct-mode tests need root to mount a tmpfs"
     );
     volume
-}
-
-fn v16() -> DriverClient {
-    driver_clients().pop().unwrap()
 }
 
 /// `..2026_11_27_20_13_05.<random>`, the writer's timestamped directories.
@@ -312,7 +308,7 @@ async fn a_volume_moves_between_modes() {
     let attributes = d.attributes(PARITY_OBJECTS);
     let response = response_provider();
     let direct = direct_provider();
-    let client = v16();
+    let client = v16_client();
     let volume = tmpfs("16m");
     let expect = |x: &str| -> BTreeMap<String, Vec<u8>> {
         [("dir/x", x), ("tls.key", "k"), ("config", "c")]
@@ -344,7 +340,7 @@ async fn targets_that_are_not_tmpfs_are_refused_and_left_untouched() {
         .await;
     let attributes = d.attributes(PARITY_OBJECTS);
     let provider = direct_provider();
-    let client = v16();
+    let client = v16_client();
 
     // ramfs is memory too, but has no size limit and is not what the driver mounts.
     let ramfs = tempfile::tempdir().unwrap();
@@ -424,8 +420,16 @@ async fn files_that_leave_the_secret_provider_class_are_removed() {
         &OpenBao::shared().addr,
         &["--write-mode", "direct"],
     );
-    let client = v16();
+    let client = v16_client();
     let volume = tmpfs("16m");
+    let mount = |objects: &str| {
+        client.mount(
+            &provider,
+            &d.attributes(objects),
+            &d.secrets(),
+            volume.path(),
+        )
+    };
     let files = |pairs: &[(&str, &str)]| -> BTreeMap<String, Vec<u8>> {
         pairs
             .iter()
@@ -433,39 +437,18 @@ async fn files_that_leave_the_secret_provider_class_are_removed() {
             .collect()
     };
 
-    client
-        .mount(
-            &provider,
-            &d.attributes(&first),
-            &d.secrets(),
-            volume.path(),
-        )
-        .expect_ok();
+    mount(&first).expect_ok();
     assert_clean(
         volume.path(),
         &files(&[("a", "1"), ("b", "2"), ("dir/c", "3"), ("dir/d", "4")]),
     );
 
-    client
-        .mount(
-            &provider,
-            &d.attributes(&second),
-            &d.secrets(),
-            volume.path(),
-        )
-        .expect_ok();
+    mount(&second).expect_ok();
     let expected = files(&[("a", "1"), ("dir/c", "3"), ("e", "4")]);
     assert_clean(volume.path(), &expected);
     let written = timestamp_dirs(volume.path());
 
-    client
-        .mount(
-            &provider,
-            &d.attributes(&second),
-            &d.secrets(),
-            volume.path(),
-        )
-        .expect_ok();
+    mount(&second).expect_ok();
     assert_clean(volume.path(), &expected);
     assert_eq!(
         timestamp_dirs(volume.path()),
@@ -475,14 +458,7 @@ async fn files_that_leave_the_secret_provider_class_are_removed() {
 
     d.put("app", json!({"a": "changed", "b": "2", "c": "3", "d": "4"}))
         .await;
-    client
-        .mount(
-            &provider,
-            &d.attributes(&second),
-            &d.secrets(),
-            volume.path(),
-        )
-        .expect_ok();
+    mount(&second).expect_ok();
     assert_clean(
         volume.path(),
         &files(&[("a", "changed"), ("dir/c", "3"), ("e", "4")]),
@@ -534,7 +510,7 @@ async fn owner_parameters_let_a_non_root_pod_read_0400_files() {
         &OpenBao::shared().addr,
         &["--write-mode", "direct"],
     );
-    let client = v16();
+    let client = v16_client();
     let volume = tmpfs("16m");
     client
         .mount(&provider, &attributes, &d.secrets(), volume.path())
@@ -644,9 +620,9 @@ async fn killed_mid_write_leaves_the_old_or_the_new_set() {
         expected.push(files);
     }
     let secrets = d.secrets();
-    let client = v16();
+    let client = v16_client();
     // A call to a killed provider keeps retrying until its deadline.
-    let doomed = v16().with_timeout("5s");
+    let doomed = v16_client().with_timeout("5s");
     // Old set, an orphaned new one and the new one fit at once.
     let volume = tmpfs("64m");
     let root = volume.path().to_owned();

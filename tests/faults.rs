@@ -18,11 +18,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::deployment::Deployment;
+use support::deployment::{Deployment, RootApp};
 use support::durable::DurableOpenBao;
 use support::faults::{Fault, FaultProxy};
 use support::openbao::{OpenBao, unique};
-use support::provider::{DriverClient, MountResult, Provider, Volume, driver_clients};
+use support::provider::{Provider, Volume, driver_clients, storm_request, v16_client};
 
 /// Retries per Vault request (src/vault/retry.rs) and the driver's gRPC
 /// attempts per Mount (its service config: MaxAttempts 3, UNAVAILABLE only).
@@ -31,58 +31,16 @@ const DRIVER_ATTEMPTS: usize = 3;
 
 const OBJECTS: &str = "- objectName: k\n  secretPath: secret/data/app\n  secretKey: k\n";
 
-fn v16() -> DriverClient {
-    driver_clients().pop().unwrap()
-}
-
-/// One Mount through `client`; asserts that a failure wrote nothing.
-fn mount(
-    client: &DriverClient,
-    provider: &Provider,
-    attributes: &Value,
-    secrets: &str,
-) -> (MountResult, Volume) {
-    let volume = Volume::new();
-    let result = client.mount(provider, attributes, secrets, volume.path());
-    if !result.ok {
-        assert!(
-            volume.files().is_empty(),
-            "driver {}: files written by a failed Mount ({} {})",
-            client.version,
-            result.grpc_code,
-            result.message
-        );
-    }
-    (result, volume)
-}
-
 /// Mount failures the provider answered, from its log (one line per call).
 fn failed_calls(provider: &Provider) -> usize {
     provider.log().matches("mount failed").count()
 }
 
-/// A KV v2 secret, an AppRole and its policy in the root namespace of a
-/// server the test owns.
+/// [`RootApp::seed`] on a server the test owns, with `secret/app` = {k: value}.
 async fn seed(bao: &OpenBao, value: &str) -> (Value, String) {
-    bao.enable_secrets("", "secret", "kv", Some(json!({"version": "2"})))
-        .await;
-    bao.enable_auth("", "approle", "approle").await;
-    bao.write_policy(
-        "",
-        "r",
-        r#"path "secret/data/*" { capabilities = ["read"] }"#,
-    )
-    .await;
-    let (role_id, secret_id) = bao.approle("", "approle", "app", &["r"], json!({})).await;
+    let app = RootApp::seed(bao).await;
     bao.kv2_put("", "secret", "app", json!({"k": value})).await;
-    let attributes = json!({
-        "roleId": role_id,
-        "objects": OBJECTS,
-        "csi.storage.k8s.io/pod.name": "app-0",
-        "csi.storage.k8s.io/pod.namespace": "default",
-        "csi.storage.k8s.io/pod.uid": "5f0c9a1e-0000-4000-8000-00000000fa17",
-    });
-    (attributes, json!({"secretId": secret_id}).to_string())
+    (app.attributes(OBJECTS), app.secrets())
 }
 
 #[tokio::test]
@@ -90,16 +48,15 @@ async fn sealed_vault_is_unavailable_then_recovers_on_unseal() {
     let bao = DurableOpenBao::start().await;
     let (attributes, secrets) = seed(&bao, "sealed-value-1").await;
     let provider = Provider::start(&bao.addr, &[]);
-    let pid = provider.pid();
     for client in driver_clients() {
-        let (result, volume) = mount(&client, &provider, &attributes, &secrets);
+        let (result, volume) = client.mount_fresh(&provider, &attributes, &secrets);
         result.expect_ok();
         assert_eq!(volume.read("k"), "sealed-value-1");
     }
 
     bao.seal().await;
     for client in driver_clients() {
-        let (result, _) = mount(&client, &provider, &attributes, &secrets);
+        let (result, _) = client.mount_fresh(&provider, &attributes, &secrets);
         result.expect_err("Unavailable", "Vault is sealed");
         result.expect_err("Unavailable", "gave up after 3 attempts");
     }
@@ -108,11 +65,11 @@ async fn sealed_vault_is_unavailable_then_recovers_on_unseal() {
     bao.kv2_put("", "secret", "app", json!({"k": "sealed-value-2"}))
         .await;
     for client in driver_clients() {
-        let (result, volume) = mount(&client, &provider, &attributes, &secrets);
+        let (result, volume) = client.mount_fresh(&provider, &attributes, &secrets);
         result.expect_ok();
         assert_eq!(volume.read("k"), "sealed-value-2");
     }
-    assert_eq!(provider.pid(), pid);
+    provider.assert_running();
 }
 
 /// Mounts run without pause on another thread while OpenBao is SIGKILLed and
@@ -124,7 +81,6 @@ async fn vault_killed_and_restarted_under_load() {
     let mut bao = DurableOpenBao::start().await;
     let (attributes, secrets) = seed(&bao, "restart-value").await;
     let provider = Arc::new(Provider::start(&bao.addr, &[]));
-    let pid = provider.pid();
 
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicUsize::new(0));
@@ -135,16 +91,13 @@ async fn vault_killed_and_restarted_under_load() {
         let attributes = attributes.clone();
         let secrets = secrets.clone();
         std::thread::spawn(move || {
-            let client = v16();
+            let client = v16_client();
             let mut log = Vec::new();
             while !stop.load(Ordering::SeqCst) {
                 let volumes: Vec<Volume> = (0..4).map(|_| Volume::new()).collect();
                 let requests: Vec<Value> = volumes
                     .iter()
-                    .map(|v| {
-                        json!({"attributes": attributes.to_string(), "secrets": secrets,
-                               "targetPath": v.path(), "permission": "420"})
-                    })
+                    .map(|v| storm_request(&attributes, &secrets, v.path()))
                     .collect();
                 let started = Instant::now();
                 for (result, volume) in client
@@ -178,7 +131,6 @@ async fn vault_killed_and_restarted_under_load() {
     bao.kill();
     let killed = Instant::now();
     // Keep it down until Mounts have seen the outage.
-    let before = done.load(Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(120);
     while failed.load(Ordering::SeqCst) == 0 {
         assert!(
@@ -214,8 +166,7 @@ async fn vault_killed_and_restarted_under_load() {
             );
         }
     }
-    assert!(log.len() > before);
-    assert_eq!(provider.pid(), pid, "the provider must not restart");
+    provider.assert_running();
     eprintln!(
         "restart under load: {} Mounts, {} failed Unavailable during the outage",
         log.len(),
@@ -229,7 +180,7 @@ async fn answers_slower_than_our_deadline_are_unavailable() {
     d.put("app", json!({"k": "slow-value"})).await;
     let proxy = FaultProxy::start(&d.bao.addr);
     let provider = Provider::start(&proxy.url(), &["--mount-timeout", "1s"]);
-    let client = v16();
+    let client = v16_client();
     let attributes = d.attributes(OBJECTS);
 
     proxy.inject_on(
@@ -238,8 +189,9 @@ async fn answers_slower_than_our_deadline_are_unavailable() {
         usize::MAX,
     );
     let started = Instant::now();
-    let (result, _) = mount(&client, &provider, &attributes, &d.secrets());
-    result.expect_err("Unavailable", "timed out");
+    let (result, _) = client.mount_fresh(&provider, &attributes, &d.secrets());
+    // The Mount deadline's own message, not a single request's transport timeout.
+    result.expect_err("Unavailable", "timed out after 1s waiting for Vault");
     // Three driver attempts, each cut at our 1 s deadline (plus its backoff).
     assert!(
         started.elapsed() < Duration::from_secs(15),
@@ -249,7 +201,7 @@ async fn answers_slower_than_our_deadline_are_unavailable() {
     assert!(proxy.count("secret/data") <= DRIVER_ATTEMPTS * ATTEMPTS_PER_CALL);
 
     proxy.clear();
-    let (result, volume) = mount(&client, &provider, &attributes, &d.secrets());
+    let (result, volume) = client.mount_fresh(&provider, &attributes, &d.secrets());
     result.expect_ok();
     assert_eq!(volume.read("k"), "slow-value");
 }
@@ -260,18 +212,18 @@ async fn connection_resets_are_retried_within_the_budget() {
     d.put("app", json!({"k": "reset-value"})).await;
     let proxy = FaultProxy::start(&d.bao.addr);
     let provider = Provider::start(&proxy.url(), &[]);
-    let client = v16();
+    let client = v16_client();
     let attributes = d.attributes(OBJECTS);
 
     // One reset on the login, two on the read: all inside the budget.
     proxy.inject_on("auth/approle/login", Fault::Reset, 1);
-    let (result, _) = mount(&client, &provider, &attributes, &d.secrets());
+    let (result, _) = client.mount_fresh(&provider, &attributes, &d.secrets());
     // A reset login may have reached Vault (a write): not repeated, so this
     // Mount call fails Unavailable and the driver's next call succeeds.
     result.expect_ok();
     proxy.reset_seen();
     proxy.inject_on("secret/data", Fault::Reset, 2);
-    let (result, volume) = mount(&client, &provider, &attributes, &d.secrets());
+    let (result, volume) = client.mount_fresh(&provider, &attributes, &d.secrets());
     result.expect_ok();
     assert_eq!(volume.read("k"), "reset-value");
     assert_eq!(proxy.count("secret/data"), 3, "two resets, then the answer");
@@ -284,14 +236,14 @@ async fn connection_resets_are_retried_within_the_budget() {
     // Resets without end: Unavailable, and no more than the budget per call.
     proxy.reset_seen();
     proxy.inject_on("secret/data", Fault::Reset, usize::MAX);
-    let (result, _) = mount(&client, &provider, &attributes, &d.secrets());
+    let (result, _) = client.mount_fresh(&provider, &attributes, &d.secrets());
     result.expect_err("Unavailable", "gave up after 3 attempts");
     let calls = failed_calls(&provider) - 1;
     assert!((1..=DRIVER_ATTEMPTS).contains(&calls), "{calls} calls");
     assert_eq!(proxy.count("secret/data"), calls * ATTEMPTS_PER_CALL);
 
     proxy.clear();
-    let (result, _) = mount(&client, &provider, &attributes, &d.secrets());
+    let (result, _) = client.mount_fresh(&provider, &attributes, &d.secrets());
     result.expect_ok();
 }
 
@@ -301,9 +253,10 @@ async fn status_bursts_shorter_than_the_budget_are_survived() {
     d.put("app", json!({"k": "burst-value"})).await;
     let proxy = FaultProxy::start(&d.bao.addr);
     let provider = Provider::start(&proxy.url(), &[]);
-    let client = v16();
+    let client = v16_client();
     let attributes = d.attributes(OBJECTS);
-    mount(&client, &provider, &attributes, &d.secrets())
+    client
+        .mount_fresh(&provider, &attributes, &d.secrets())
         .0
         .expect_ok();
 
@@ -318,7 +271,7 @@ async fn status_bursts_shorter_than_the_budget_are_survived() {
         // A burst of 2: the third attempt gets through.
         proxy.reset_seen();
         proxy.inject_on("secret/data", Fault::Status(status, message), 2);
-        let (result, volume) = mount(&client, &provider, &attributes, &d.secrets());
+        let (result, volume) = client.mount_fresh(&provider, &attributes, &d.secrets());
         result.expect_ok();
         assert_eq!(volume.read("k"), "burst-value", "HTTP {status}");
         let seen = proxy.seen();
@@ -334,7 +287,7 @@ async fn status_bursts_shorter_than_the_budget_are_survived() {
         proxy.reset_seen();
         let before = failed_calls(&provider);
         proxy.inject_on("secret/data", Fault::Status(status, message), usize::MAX);
-        let (result, _) = mount(&client, &provider, &attributes, &d.secrets());
+        let (result, _) = client.mount_fresh(&provider, &attributes, &d.secrets());
         result.expect_err("Unavailable", &format!("HTTP {status}: {message}"));
         result.expect_err("Unavailable", "gave up after 3 attempts");
         let calls = failed_calls(&provider) - before;
@@ -390,14 +343,14 @@ async fn writes_are_not_repeated() {
     let secrets = json!({"secretId": secret_id}).to_string();
     let proxy = FaultProxy::start(&bao.addr);
     let provider = Provider::start(&proxy.url(), &[]);
-    let client = v16();
+    let client = v16_client();
 
     proxy.inject_on(
         "pki/issue",
         Fault::Status(503, "Vault is sealed"),
         usize::MAX,
     );
-    let (result, _) = mount(&client, &provider, &attributes, &secrets);
+    let (result, _) = client.mount_fresh(&provider, &attributes, &secrets);
     result.expect_err("Unavailable", "HTTP 503");
     let calls = failed_calls(&provider);
     assert_eq!(calls, DRIVER_ATTEMPTS);
@@ -408,7 +361,7 @@ async fn writes_are_not_repeated() {
     );
 
     proxy.clear();
-    let (result, volume) = mount(&client, &provider, &attributes, &secrets);
+    let (result, volume) = client.mount_fresh(&provider, &attributes, &secrets);
     result.expect_ok();
     assert!(volume.read("tls.crt").contains("BEGIN CERTIFICATE"));
 }
@@ -418,16 +371,17 @@ async fn token_revoked_out_of_band_is_replaced_by_a_new_login() {
     let d = Deployment::new("revoked").await;
     d.put("app", json!({"k": "revoked-value"})).await;
     let provider = Provider::start(&d.bao.addr, &[]);
-    let client = v16();
+    let client = v16_client();
     let attributes = d.attributes(OBJECTS);
-    mount(&client, &provider, &attributes, &d.secrets())
+    client
+        .mount_fresh(&provider, &attributes, &d.secrets())
         .0
         .expect_ok();
     assert_eq!(d.token_count().await, 1);
 
     revoke_all_tokens(&d).await;
     assert_eq!(d.token_count().await, 0);
-    let (result, volume) = mount(&client, &provider, &attributes, &d.secrets());
+    let (result, volume) = client.mount_fresh(&provider, &attributes, &d.secrets());
     result.expect_ok();
     assert_eq!(volume.read("k"), "revoked-value");
     assert_eq!(d.token_count().await, 1, "one new login after the 403");
@@ -467,21 +421,23 @@ async fn used_up_or_expired_secret_id_is_unauthenticated() {
         )
         .await;
     let provider = Provider::start(&bao.addr, &[]);
-    let client = v16();
+    let client = v16_client();
     let mut attributes = d.attributes(OBJECTS);
     attributes["roleId"] = json!(role_id);
     let secrets = json!({"secretId": once}).to_string();
 
     // The one use logs in; the cached token serves the next Mount.
-    mount(&client, &provider, &attributes, &secrets)
+    client
+        .mount_fresh(&provider, &attributes, &secrets)
         .0
         .expect_ok();
-    mount(&client, &provider, &attributes, &secrets)
+    client
+        .mount_fresh(&provider, &attributes, &secrets)
         .0
         .expect_ok();
     // Without the token, the used-up secret ID cannot log in again.
     revoke_all_tokens(&d).await;
-    let (result, _) = mount(&client, &provider, &attributes, &secrets);
+    let (result, _) = client.mount_fresh(&provider, &attributes, &secrets);
     result.expect_err("Unauthenticated", "invalid role or secret ID");
 
     // A secret ID past its TTL.
@@ -498,7 +454,7 @@ async fn used_up_or_expired_secret_id_is_unauthenticated() {
     let created = Instant::now();
     attributes["roleId"] = json!(role_id);
     let secrets = json!({"secretId": expiring}).to_string();
-    let (result, _) = mount(&client, &provider, &attributes, &secrets);
+    let (result, _) = client.mount_fresh(&provider, &attributes, &secrets);
     assert!(
         result.ok || created.elapsed() >= Duration::from_secs(2),
         "a fresh secret ID must log in: {} {}",
@@ -525,7 +481,7 @@ async fn used_up_or_expired_secret_id_is_unauthenticated() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     revoke_all_tokens(&d).await;
-    let (result, _) = mount(&client, &provider, &attributes, &secrets);
+    let (result, _) = client.mount_fresh(&provider, &attributes, &secrets);
     result.expect_err("Unauthenticated", "invalid role or secret ID");
 }
 
@@ -548,13 +504,13 @@ async fn one_failing_source_fails_the_whole_mount() {
         usize::MAX,
     );
     for client in driver_clients() {
-        let (result, _) = mount(&client, &provider, &attributes, &d.secrets());
+        let (result, _) = client.mount_fresh(&provider, &attributes, &d.secrets());
         result.expect_err("Unavailable", "object \"b\"");
     }
 
     // A rotation into a volume with files: the failed update leaves the old set.
     proxy.clear();
-    let client = v16();
+    let client = v16_client();
     let volume = Volume::new();
     client
         .mount(&provider, &attributes, &d.secrets(), volume.path())

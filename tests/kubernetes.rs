@@ -22,10 +22,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::kube::{
-    DRIVER_NAME, Driver, DriverVersion, Kube, Publish, manifests_from_str, object_path,
-    secret_value,
-};
+use support::kube::{DRIVER_NAME, Driver, DriverVersion, Kube, Publish, secret_value};
 use support::openbao::{OpenBao, deployment_namespace};
 use support::provider::{Provider, assert_log_clean};
 
@@ -503,21 +500,4 @@ async fn kubernetes_auth_through_driver_v1_5() {
 #[tokio::test]
 async fn kubernetes_auth_through_driver_v1_6() {
     kubernetes_auth(DriverVersion::V1_6).await;
-}
-
-/// The manifests the tests write parse into the objects they mean.
-#[test]
-fn manifests_parse() {
-    let pods = manifests_from_str(&pod_yaml("ns", "p", "n", "sa", Some("creds")));
-    assert_eq!(object_path(&pods[0]), "/api/v1/namespaces/ns/pods/p");
-    let csi = &pods[0]["spec"]["volumes"][0]["csi"];
-    assert_eq!(csi["driver"], DRIVER_NAME);
-    assert_eq!(csi["volumeAttributes"]["secretProviderClass"], SPC);
-    assert_eq!(csi["nodePublishSecretRef"]["name"], "creds");
-    let pods = manifests_from_str(&pod_yaml("ns", "p", "n", "sa", None));
-    assert!(
-        pods[0]["spec"]["volumes"][0]["csi"]
-            .get("nodePublishSecretRef")
-            .is_none()
-    );
 }

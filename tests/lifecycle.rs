@@ -8,31 +8,15 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use support::deployment::Deployment;
+use support::deployment::{Deployment, RootApp, merge};
 use support::openbao::{OpenBao, unique};
-use support::provider::{MountResult, Provider, Volume, assert_log_clean, driver_clients};
-
-/// Mounts once through the v1.6 client; returns the result and the files.
-fn mount_once(
-    provider: &Provider,
-    attributes: &Value,
-    secrets: &str,
-) -> (MountResult, BTreeMap<String, String>) {
-    let client = driver_clients().pop().unwrap();
-    let volume = Volume::new();
-    let result = client.mount(provider, attributes, secrets, volume.path());
-    let files = volume
-        .files()
-        .into_iter()
-        .map(|(name, (content, _))| (name, String::from_utf8_lossy(&content).into_owned()))
-        .collect();
-    (result, files)
-}
+use support::provider::{
+    Provider, Volume, assert_log_clean, mount_fresh, storm_request, v16_client,
+};
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -149,17 +133,17 @@ async fn jwt_auth_with_audiences_and_expiry() {
     };
     let good = service_account_jwt(&private_pem, "vault", unix_now() + 600, "app");
 
-    let (result, files) = mount_once(
+    let (result, files) = mount_fresh(
         &provider,
         &attributes("pod-good", tokens_attribute("vault", &good)),
         "null",
     );
     result.expect_ok();
-    assert_eq!(files["k"], "via-jwt");
+    assert_eq!(files.read("k"), "via-jwt");
 
     // A token minted for another audience, handed over under the key "vault".
     let other_aud = service_account_jwt(&private_pem, "other", unix_now() + 600, "app");
-    let (result, _) = mount_once(
+    let (result, _) = mount_fresh(
         &provider,
         &attributes("pod-aud", tokens_attribute("vault", &other_aud)),
         "null",
@@ -167,7 +151,7 @@ async fn jwt_auth_with_audiences_and_expiry() {
     result.expect_err("Unauthenticated", "audience");
 
     let expired = service_account_jwt(&private_pem, "vault", unix_now() - 60, "app");
-    let (result, _) = mount_once(
+    let (result, _) = mount_fresh(
         &provider,
         &attributes("pod-expired", tokens_attribute("vault", &expired)),
         "null",
@@ -175,7 +159,7 @@ async fn jwt_auth_with_audiences_and_expiry() {
     result.expect_err("Unauthenticated", "Vault refused the login");
 
     let wrong_sa = service_account_jwt(&private_pem, "vault", unix_now() + 600, "intruder");
-    let (result, _) = mount_once(
+    let (result, _) = mount_fresh(
         &provider,
         &attributes("pod-sa", tokens_attribute("vault", &wrong_sa)),
         "null",
@@ -185,7 +169,7 @@ async fn jwt_auth_with_audiences_and_expiry() {
     // The driver sent no token for the audience the SPC asks for.
     let mut wants_other = attributes("pod-missing", tokens_attribute("vault", &good));
     wants_other["audience"] = json!("vault-prod");
-    let (result, _) = mount_once(&provider, &wants_other, "null");
+    let (result, _) = mount_fresh(&provider, &wants_other, "null");
     result.expect_err("InvalidArgument", "\"vault-prod\"");
 
     assert_log_clean(
@@ -239,13 +223,13 @@ async fn token_is_renewed_then_replaced_after_its_max_ttl() {
     let provider = Provider::start(&d.bao.addr, &[]);
 
     // t=0: login.
-    mount_once(&provider, &attributes, &secrets).0.expect_ok();
+    mount_fresh(&provider, &attributes, &secrets).0.expect_ok();
     let first = accessors(&d).await;
     assert_eq!(first.len(), 1);
 
     // t≈4.5 (past 70% of 6 s): renewed, same token, TTL back near 6 s.
     tokio::time::sleep(Duration::from_millis(4500)).await;
-    mount_once(&provider, &attributes, &secrets).0.expect_ok();
+    mount_fresh(&provider, &attributes, &secrets).0.expect_ok();
     assert_eq!(accessors(&d).await, first, "renewal must keep the token");
     let lookup = d
         .bao
@@ -261,7 +245,7 @@ async fn token_is_renewed_then_replaced_after_its_max_ttl() {
 
     // t≈15.5: the max TTL (14 s) has ended it; a fresh login replaces it.
     tokio::time::sleep(Duration::from_secs(11)).await;
-    mount_once(&provider, &attributes, &secrets).0.expect_ok();
+    mount_fresh(&provider, &attributes, &secrets).0.expect_ok();
     let now = accessors(&d).await;
     assert!(
         !now.contains(&first[0]),
@@ -348,51 +332,53 @@ async fn pki_certificate_is_reused_inside_its_window_then_reissued() {
     let pki = pki_setup("pki-reuse", "  renewalPercent: 50\n").await;
     let provider = Provider::start(&OpenBao::shared().addr, &[]);
 
-    let (first, files) = mount_once(&provider, &pki.attributes, &pki.secrets);
+    let (first, files) = mount_fresh(&provider, &pki.attributes, &pki.secrets);
     let first = first.expect_ok().clone();
-    let first_serial = files["serial"].clone();
-    let cert_key = pubkey(&files["tls.crt"], &["x509", "-noout", "-pubkey"]);
+    let first_serial = files.read("serial");
+    let cert_key = pubkey(&files.read("tls.crt"), &["x509", "-noout", "-pubkey"]);
     assert_eq!(
         cert_key,
-        pubkey(&files["tls.key"], &["pkey", "-pubout"]),
+        pubkey(&files.read("tls.key"), &["pkey", "-pubout"]),
         "certificate and key must match"
     );
     assert!(
-        files["fullchain.pem"].starts_with(files["tls.crt"].trim()),
+        files
+            .read("fullchain.pem")
+            .starts_with(files.read("tls.crt").trim()),
         "fullchain starts with the certificate"
     );
     assert!(
-        files["fullchain.pem"].ends_with(&files["ca.pem"]),
+        files.read("fullchain.pem").ends_with(&files.read("ca.pem")),
         "fullchain ends with the CA chain"
     );
-    verify_chain(&files["ca.pem"], &files["tls.crt"]);
+    verify_chain(&files.read("ca.pem"), &files.read("tls.crt"));
 
     // Rotation polls inside the window: the same certificate and versions.
     for _ in 0..5 {
-        let (again, files) = mount_once(&provider, &pki.attributes, &pki.secrets);
+        let (again, files) = mount_fresh(&provider, &pki.attributes, &pki.secrets);
         assert_eq!(again.expect_ok(), &first);
-        assert_eq!(files["serial"], first_serial);
+        assert_eq!(files.read("serial"), first_serial);
     }
     assert_eq!(issued_count(&pki.ns).await, 1);
 
     // Past 50% of ~21 s: a new certificate, new versions for its objects.
     tokio::time::sleep(Duration::from_secs(12)).await;
-    let (renewed, files) = mount_once(&provider, &pki.attributes, &pki.secrets);
+    let (renewed, files) = mount_fresh(&provider, &pki.attributes, &pki.secrets);
     let renewed = renewed.expect_ok().clone();
-    assert_ne!(files["serial"], first_serial);
+    assert_ne!(files.read("serial"), first_serial);
     assert_ne!(renewed["tls.crt"], first["tls.crt"]);
     assert_ne!(renewed["tls.key"], first["tls.key"]);
     assert_eq!(
-        pubkey(&files["tls.crt"], &["x509", "-noout", "-pubkey"]),
-        pubkey(&files["tls.key"], &["pkey", "-pubout"])
+        pubkey(&files.read("tls.crt"), &["x509", "-noout", "-pubkey"]),
+        pubkey(&files.read("tls.key"), &["pkey", "-pubout"])
     );
     assert_eq!(issued_count(&pki.ns).await, 2);
 
     // Another pod gets its own certificate.
     let mut other_pod = pki.attributes.clone();
     other_pod["csi.storage.k8s.io/pod.uid"] = json!("uid-other-pod");
-    let (_, files) = mount_once(&provider, &other_pod, &pki.secrets);
-    assert_ne!(files["serial"], first_serial);
+    let (_, files) = mount_fresh(&provider, &other_pod, &pki.secrets);
+    assert_ne!(files.read("serial"), first_serial);
     assert_eq!(issued_count(&pki.ns).await, 3);
     assert_log_clean(&provider.log(), &["PRIVATE KEY-----\nM"]);
 }
@@ -432,18 +418,20 @@ fn pubkey(pem: &str, args: &[&str]) -> String {
 async fn idle_pod_state_is_dropped() {
     let pki = pki_setup("pki-idle", "").await;
     let provider = Provider::start(&OpenBao::shared().addr, &["--pod-state-idle-timeout", "2s"]);
-    let (_, files) = mount_once(&provider, &pki.attributes, &pki.secrets);
-    let first_serial = files["serial"].clone();
-    let (_, files) = mount_once(&provider, &pki.attributes, &pki.secrets);
+    let (_, files) = mount_fresh(&provider, &pki.attributes, &pki.secrets);
+    let first_serial = files.read("serial");
+    let (_, files) = mount_fresh(&provider, &pki.attributes, &pki.secrets);
     assert_eq!(
-        files["serial"], first_serial,
+        files.read("serial"),
+        first_serial,
         "inside the window and not idle: reused"
     );
 
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let (_, files) = mount_once(&provider, &pki.attributes, &pki.secrets);
+    let (_, files) = mount_fresh(&provider, &pki.attributes, &pki.secrets);
     assert_ne!(
-        files["serial"], first_serial,
+        files.read("serial"),
+        first_serial,
         "idle state must have been dropped"
     );
     assert!(provider.log().contains("dropped idle pod state"));
@@ -467,9 +455,6 @@ async fn vault_request_counts_for_storms_and_rotation_polls() {
     )
     .unwrap();
     let bao = OpenBao::start_private_with(&[format!("-config={}", config.display())]).await;
-    bao.enable_auth("", "approle", "approle").await;
-    bao.enable_secrets("", "kv", "kv", Some(json!({"version": "2"})))
-        .await;
     bao.enable_secrets("", "pki", "pki", None).await;
     bao.api(
         "POST",
@@ -485,26 +470,24 @@ async fn vault_request_counts_for_storms_and_rotation_polls() {
         Some(json!({"allowed_domains": "svc", "allow_subdomains": true, "max_ttl": "1h"})),
     )
     .await;
-    bao.write_policy(
-        "",
-        "app",
-        r#"path "kv/data/*" { capabilities = ["read"] }
+    let app = RootApp::seed_with_policy(
+        &bao,
+        r#"path "secret/data/*" { capabilities = ["read"] }
 path "pki/issue/app" { capabilities = ["update"] }"#,
     )
     .await;
-    let (role_id, secret_id) = bao.approle("", "approle", "app", &["app"], json!({})).await;
-    bao.kv2_put("", "kv", "a", json!({"k": "1"})).await;
-    bao.kv2_put("", "kv", "b", json!({"k": "2"})).await;
+    bao.kv2_put("", "secret", "a", json!({"k": "1"})).await;
+    bao.kv2_put("", "secret", "b", json!({"k": "2"})).await;
     let provider = Provider::start(&bao.addr, &[]);
-    let secrets = json!({"secretId": secret_id}).to_string();
+    let secrets = app.secrets();
     let attributes = |objects: &str, pod: usize| {
-        json!({
-            "roleId": role_id,
-            "objects": objects,
-            "csi.storage.k8s.io/pod.name": format!("app-{pod}"),
-            "csi.storage.k8s.io/pod.namespace": "default",
-            "csi.storage.k8s.io/pod.uid": format!("uid-{pod}"),
-        })
+        merge(
+            app.attributes(objects),
+            json!({
+                "csi.storage.k8s.io/pod.name": format!("app-{pod}"),
+                "csi.storage.k8s.io/pod.uid": format!("uid-{pod}"),
+            }),
+        )
     };
     let count = |path: &str| {
         let log = std::fs::read_to_string(&audit_log).unwrap_or_default();
@@ -515,21 +498,19 @@ path "pki/issue/app" { capabilities = ["update"] }"#,
     };
 
     // 100 pods of one AppRole identity, all at once.
-    let kv = "- objectName: a\n  secretPath: kv/data/a\n  secretKey: k\n- objectName: b\n  secretPath: kv/data/b\n  secretKey: k\n";
-    let client = driver_clients().pop().unwrap();
+    let kv = "- objectName: a\n  secretPath: secret/data/a\n  secretKey: k\n- objectName: b\n  secretPath: secret/data/b\n  secretKey: k\n";
+    let client = v16_client();
     let volumes: Vec<Volume> = (0..100).map(|_| Volume::new()).collect();
     let requests: Vec<Value> = volumes
         .iter()
         .enumerate()
-        .map(|(pod, volume)| {
-            json!({"attributes": attributes(kv, pod).to_string(), "secrets": secrets, "targetPath": volume.path(), "permission": "420"})
-        })
+        .map(|(pod, volume)| storm_request(&attributes(kv, pod), &secrets, volume.path()))
         .collect();
     for result in client.storm(&provider, &requests, 50) {
         result.expect_ok();
     }
     let logins = count("auth/approle/login");
-    let reads = count("kv/data/a") + count("kv/data/b");
+    let reads = count("secret/data/a") + count("secret/data/b");
     eprintln!(
         "100 concurrent Mounts of 2 KV objects by one AppRole identity: {logins} login(s), {reads} KV reads"
     );
@@ -539,7 +520,7 @@ path "pki/issue/app" { capabilities = ["update"] }"#,
     // 100 rotation polls of one pod's PKI object.
     let pki = "- objectName: tls.crt\n  secretPath: pki/issue/app\n  method: PUT\n  secretArgs: {common_name: a.svc, ttl: 30m}\n  secretKey: certificate\n";
     let polls: Vec<Value> = (0..100)
-        .map(|_| json!({"attributes": attributes(pki, 0).to_string(), "secrets": secrets, "targetPath": volumes[0].path(), "permission": "420"}))
+        .map(|_| storm_request(&attributes(pki, 0), &secrets, volumes[0].path()))
         .collect();
     let results = client.storm(&provider, &polls, 1);
     let versions: std::collections::HashSet<String> = results
@@ -615,28 +596,29 @@ path "sys/leases/renew" { capabilities = ["update"] }"#,
     };
 
     // t=0: new credentials, a role that exists in PostgreSQL.
-    let (result, files) = mount_once(&provider, &attributes, &secrets);
+    let (result, files) = mount_fresh(&provider, &attributes, &secrets);
     result.expect_ok();
-    let first_user = files["username"].clone();
+    let first_user = files.read("username");
     assert!(
         !first_user.is_empty() && lease_ttl(&first_user) > 0,
         "role {first_user} exists"
     );
-    let first_password = files["password"].clone();
+    let first_password = files.read("password");
 
     // t≈1: a rotation poll returns the same credentials.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (_, files) = mount_once(&provider, &attributes, &secrets);
-    assert_eq!(files["username"], first_user);
+    let (_, files) = mount_fresh(&provider, &attributes, &secrets);
+    assert_eq!(files.read("username"), first_user);
 
     // t≈5 (past 67% of 6 s): renewed, same credentials, validity extended.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let (_, files) = mount_once(&provider, &attributes, &secrets);
+    let (_, files) = mount_fresh(&provider, &attributes, &secrets);
     assert_eq!(
-        files["username"], first_user,
+        files.read("username"),
+        first_user,
         "renewal keeps the credentials"
     );
-    assert_eq!(files["password"], first_password);
+    assert_eq!(files.read("password"), first_password);
     let remaining = bao
         .api(
             "PUT",
@@ -654,10 +636,10 @@ path "sys/leases/renew" { capabilities = ["update"] }"#,
     let mut replaced = None;
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let (result, files) = mount_once(&provider, &attributes, &secrets);
+        let (result, files) = mount_fresh(&provider, &attributes, &secrets);
         result.expect_ok();
-        if files["username"] != first_user {
-            replaced = Some(files["username"].clone());
+        if files.read("username") != first_user {
+            replaced = Some(files.read("username"));
             break;
         }
     }
@@ -692,7 +674,7 @@ async fn tokens_are_revoked_on_shutdown_when_asked() {
         d.attributes("- objectName: k\n  secretPath: secret/data/app\n  secretKey: k\n");
 
     let mut keeps = Provider::start(&d.bao.addr, &[]);
-    mount_once(&keeps, &attributes, &d.secrets()).0.expect_ok();
+    mount_fresh(&keeps, &attributes, &d.secrets()).0.expect_ok();
     assert!(keeps.terminate().success());
     assert_eq!(
         accessors(&d).await.len(),
@@ -701,7 +683,7 @@ async fn tokens_are_revoked_on_shutdown_when_asked() {
     );
 
     let mut revokes = Provider::start(&d.bao.addr, &["--revoke-tokens-on-shutdown"]);
-    mount_once(&revokes, &attributes, &d.secrets())
+    mount_fresh(&revokes, &attributes, &d.secrets())
         .0
         .expect_ok();
     assert_eq!(accessors(&d).await.len(), 2);

@@ -12,9 +12,12 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use serde_json::{Value, json};
-use support::deployment::Deployment;
+use support::deployment::{Deployment, RootApp};
 use support::openbao::{OpenBao, unique};
-use support::provider::{DriverClient, Provider, Volume, assert_log_clean, driver_clients};
+use support::provider::{
+    DriverClient, Provider, Volume, assert_log_clean, driver_clients, mount_fresh, storm_request,
+    v16_client,
+};
 
 fn provider() -> Provider {
     Provider::start(&OpenBao::shared().addr, &[])
@@ -29,8 +32,7 @@ fn mount_all(
     driver_clients()
         .into_iter()
         .map(|client| {
-            let volume = Volume::new();
-            let result = client.mount(provider, attributes, secrets, volume.path());
+            let (result, volume) = client.mount_fresh(provider, attributes, secrets);
             let versions = result.expect_ok().clone();
             (client, volume, versions)
         })
@@ -47,14 +49,10 @@ fn expect_failure(
     needle: &str,
 ) {
     for client in driver_clients() {
-        let volume = Volume::new();
-        let result = client.mount(provider, attributes, secrets, volume.path());
-        result.expect_err(code, needle);
-        assert!(
-            volume.files().is_empty(),
-            "driver {}: files written on failure",
-            client.version
-        );
+        client
+            .mount_fresh(provider, attributes, secrets)
+            .0
+            .expect_err(code, needle);
     }
 }
 
@@ -477,33 +475,15 @@ async fn bad_parameters_are_invalid_argument_and_write_nothing() {
 
 #[tokio::test]
 async fn vault_down_is_unavailable() {
-    let d = Deployment::new("down").await;
     let mut private = OpenBao::start_private().await;
-    private
-        .enable_secrets("", "secret", "kv", Some(json!({"version": "2"})))
-        .await;
-    private.enable_auth("", "approle", "approle").await;
-    private
-        .write_policy(
-            "",
-            "r",
-            r#"path "secret/data/*" { capabilities = ["read"] }"#,
-        )
-        .await;
-    let (role_id, secret_id) = private
-        .approle("", "approle", "app", &["r"], json!({}))
-        .await;
+    let app = RootApp::seed(&private).await;
     private
         .kv2_put("", "secret", "app", json!({"k": "up"}))
         .await;
-    let addr = private.addr.clone();
-
-    let provider = Provider::start(&addr, &[]);
-    let mut attributes =
-        d.attributes("- objectName: k\n  secretPath: secret/data/app\n  secretKey: k\n");
-    attributes["roleId"] = json!(role_id);
-    attributes.as_object_mut().unwrap().remove("vaultNamespace");
-    let secrets = json!({"secretId": secret_id}).to_string();
+    let provider = Provider::start(&private.addr, &[]);
+    let attributes =
+        app.attributes("- objectName: k\n  secretPath: secret/data/app\n  secretKey: k\n");
+    let secrets = app.secrets();
 
     for (_, volume, _) in mount_all(&provider, &attributes, &secrets) {
         assert_eq!(volume.read("k"), "up");
@@ -516,7 +496,7 @@ async fn vault_down_is_unavailable() {
         "Unavailable",
         "cannot connect",
     );
-    assert_log_clean(&provider.log(), &[&secret_id]);
+    assert_log_clean(&provider.log(), &[&app.secret_id]);
 }
 
 #[tokio::test]
@@ -534,12 +514,12 @@ async fn slow_vault_hits_our_own_mount_deadline() {
     let provider = Provider::start(&addr, &["--mount-timeout", "1s"]);
     let attributes =
         d.attributes("- objectName: k\n  secretPath: secret/data/app\n  secretKey: k\n");
-    let client = driver_clients().pop().unwrap();
-    let volume = Volume::new();
     let started = std::time::Instant::now();
-    client
-        .mount(&provider, &attributes, &d.secrets(), volume.path())
-        .expect_err("Unavailable", "timed out");
+    // The Mount deadline's own message (MountError::Timeout), not the transport's
+    // "timed out" from a single request.
+    mount_fresh(&provider, &attributes, &d.secrets())
+        .0
+        .expect_err("Unavailable", "timed out after 1s waiting for Vault");
     // The driver retries UNAVAILABLE three times; each attempt ends at our 1 s deadline.
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
@@ -562,11 +542,9 @@ async fn versions_change_exactly_with_content_and_survive_restart() {
 "#;
     let attributes = d.attributes(objects);
     let provider = provider();
-    let client = driver_clients().pop().unwrap();
     let mount = |provider: &Provider| {
-        let volume = Volume::new();
-        client
-            .mount(provider, &attributes, &d.secrets(), volume.path())
+        mount_fresh(provider, &attributes, &d.secrets())
+            .0
             .expect_ok()
             .clone()
     };
@@ -576,12 +554,18 @@ async fn versions_change_exactly_with_content_and_survive_restart() {
         mount(&provider),
         "unchanged content must keep its version"
     );
+    // HMAC-SHA256 in URL-safe base64 without padding (src/version.rs): 43
+    // characters, nothing of the content, a different one per object.
     for version in first.values() {
+        assert_eq!(version.len(), 43, "not an HMAC-SHA256: {version:?}");
         assert!(
-            !version.contains('1') || version.len() > 8,
-            "version looks like content: {version}"
+            version
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "not URL-safe base64 without padding: {version:?}"
         );
     }
+    assert_ne!(first["a"], first["b"]);
 
     let dir = provider.into_dir();
     let provider = Provider::start_in(dir, &OpenBao::shared().addr, &[]);
@@ -615,14 +599,7 @@ async fn concurrent_mounts_of_one_identity_log_in_once() {
         let volumes: Vec<Volume> = (0..40).map(|_| Volume::new()).collect();
         let requests: Vec<Value> = volumes
             .iter()
-            .map(|v| {
-                json!({
-                    "attributes": d.attributes(objects).to_string(),
-                    "secrets": d.secrets(),
-                    "targetPath": v.path(),
-                    "permission": "420",
-                })
-            })
+            .map(|v| storm_request(&d.attributes(objects), &d.secrets(), v.path()))
             .collect();
         let results = client.storm(&provider, &requests, 40);
         assert_eq!(results.len(), 40);
@@ -687,7 +664,7 @@ async fn sigterm_drains_in_flight_mounts() {
     let attributes =
         d.attributes("- objectName: k\n  secretPath: secret/data/app\n  secretKey: k\n");
     let secrets = d.secrets();
-    let client = driver_clients().pop().unwrap();
+    let client = v16_client();
     let volume = Volume::new();
     let target = volume.path().to_owned();
     let pending = {

@@ -12,60 +12,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::{Value, json};
-use support::openbao::{OpenBao, deployment_namespace};
-use support::provider::{Provider, Volume, driver_clients};
+use support::deployment::{Deployment, POD_NAMESPACE, POD_UID};
+use support::openbao::OpenBao;
+use support::provider::{Provider, v16_client};
 use support::secrets::assert_clean;
-
-const POD_UID: &str = "0b7e2f8a-1111-2222-3333-444455556666";
-
-/// A deployment namespace with KV v2 at `secret` and an AppRole `app` that reads
-/// `secret/data/app*`.
-struct Deployment {
-    bao: &'static OpenBao,
-    ns: String,
-    role_id: String,
-    secret_id: String,
-}
-
-impl Deployment {
-    async fn new(prefix: &str) -> Deployment {
-        let bao = OpenBao::shared();
-        let ns = deployment_namespace(bao, prefix).await;
-        bao.write_policy(
-            &ns,
-            "app-read",
-            r#"path "secret/data/app*" { capabilities = ["read"] }"#,
-        )
-        .await;
-        let (role_id, secret_id) = bao
-            .approle(&ns, "approle", "app", &["app-read"], json!({}))
-            .await;
-        Deployment {
-            bao,
-            ns,
-            role_id,
-            secret_id,
-        }
-    }
-
-    fn attributes(&self, objects: &str) -> Value {
-        json!({
-            "roleId": self.role_id,
-            "vaultNamespace": self.ns,
-            "objects": objects,
-            "secretProviderClass": "app-secrets",
-            "csi.storage.k8s.io/pod.name": "app-0",
-            "csi.storage.k8s.io/pod.namespace": "team-a",
-            "csi.storage.k8s.io/pod.uid": POD_UID,
-            "csi.storage.k8s.io/serviceAccount.name": "app",
-            "csi.storage.k8s.io/ephemeral": "true",
-        })
-    }
-
-    fn secrets(&self) -> String {
-        json!({ "secretId": self.secret_id }).to_string()
-    }
-}
 
 fn provider(extra: &[&str]) -> Provider {
     Provider::start(&OpenBao::shared().addr, extra)
@@ -106,13 +56,7 @@ fn value(samples: &BTreeMap<String, f64>, key: &str) -> f64 {
 #[tokio::test]
 async fn metrics_move_with_mounts_and_carry_no_secrets() {
     let d = Deployment::new("metrics").await;
-    d.bao
-        .kv2_put(
-            &d.ns,
-            "secret",
-            "app",
-            json!({"password": "metrics-secret-value"}),
-        )
+    d.put("app", json!({"password": "metrics-secret-value"}))
         .await;
     let provider = provider(&[]);
     let before = scrape(&provider).await;
@@ -124,26 +68,20 @@ async fn metrics_move_with_mounts_and_carry_no_secrets() {
     );
 
     let objects = "- objectName: password\n  secretPath: secret/data/app\n  secretKey: password\n";
-    let client = driver_clients().pop().unwrap();
+    let client = v16_client();
     for _ in 0..2 {
-        let volume = Volume::new();
         client
-            .mount(
-                &provider,
-                &d.attributes(objects),
-                &d.secrets(),
-                volume.path(),
-            )
+            .mount_fresh(&provider, &d.attributes(objects), &d.secrets())
+            .0
             .expect_ok();
     }
-    let volume = Volume::new();
     client
-        .mount(
+        .mount_fresh(
             &provider,
             &d.attributes(objects),
             &json!({"secretId": "00000000-wrong-secret-id"}).to_string(),
-            volume.path(),
         )
+        .0
         .expect_err("Unauthenticated", "refused the login");
 
     let after = scrape(&provider).await;
@@ -291,35 +229,23 @@ fn events<'a>(lines: &'a [Value], message: &str) -> Vec<&'a Value> {
 #[tokio::test]
 async fn json_logs_have_one_mount_span_per_mount() {
     let d = Deployment::new("logs").await;
-    d.bao
-        .kv2_put(
-            &d.ns,
-            "secret",
-            "app",
-            json!({"a": "log-secret-value-a", "b": "log-secret-value-b"}),
-        )
-        .await;
+    d.put(
+        "app",
+        json!({"a": "log-secret-value-a", "b": "log-secret-value-b"}),
+    )
+    .await;
     let provider = provider(&["--log-format", "json"]);
     let objects = "- objectName: a\n  secretPath: secret/data/app\n  secretKey: a\n- objectName: b\n  secretPath: secret/data/app\n  secretKey: b\n";
-    let client = driver_clients().pop().unwrap();
-    let volume = Volume::new();
+    let client = v16_client();
     client
-        .mount(
-            &provider,
-            &d.attributes(objects),
-            &d.secrets(),
-            volume.path(),
-        )
+        .mount_fresh(&provider, &d.attributes(objects), &d.secrets())
+        .0
         .expect_ok();
     let missing = "- objectName: gone\n  secretPath: secret/data/app-missing\n";
     client
-        .mount(
-            &provider,
-            &d.attributes(missing),
-            &d.secrets(),
-            volume.path(),
-        )
-        .expect_err("NotFound", "gone");
+        .mount_fresh(&provider, &d.attributes(missing), &d.secrets())
+        .0
+        .expect_err("NotFound", "object \"gone\"");
 
     let log = provider.log();
     let lines: Vec<Value> = log
@@ -340,7 +266,7 @@ async fn json_logs_have_one_mount_span_per_mount() {
     );
     let span = &ok["span"];
     assert_eq!(span["name"], "mount", "{ok}");
-    assert_eq!(span["pod_namespace"], "team-a");
+    assert_eq!(span["pod_namespace"], POD_NAMESPACE);
     assert_eq!(span["pod_name"], "app-0");
     assert_eq!(span["pod_uid"], POD_UID);
     assert_eq!(span["spc"], "app-secrets");
@@ -367,19 +293,16 @@ async fn json_logs_have_one_mount_span_per_mount() {
 #[tokio::test]
 async fn text_logs_name_the_pod_and_spc_of_each_mount() {
     let d = Deployment::new("textlog").await;
-    d.bao
-        .kv2_put(&d.ns, "secret", "app", json!({"k": "text-log-value"}))
-        .await;
+    d.put("app", json!({"k": "text-log-value"})).await;
     let provider = provider(&[]);
-    let client = driver_clients().pop().unwrap();
-    let volume = Volume::new();
+    let client = v16_client();
     client
-        .mount(
+        .mount_fresh(
             &provider,
             &d.attributes("- objectName: k\n  secretPath: secret/data/app\n  secretKey: k\n"),
             &d.secrets(),
-            volume.path(),
         )
+        .0
         .expect_ok();
     let log = provider.log();
     let line = log
@@ -402,8 +325,9 @@ async fn text_logs_name_the_pod_and_spc_of_each_mount() {
     let quiet = provider_with_level("warn");
     let missing = "- objectName: gone\n  secretPath: secret/data/app-missing\n";
     client
-        .mount(&quiet, &d.attributes(missing), &d.secrets(), volume.path())
-        .expect_err("NotFound", "gone");
+        .mount_fresh(&quiet, &d.attributes(missing), &d.secrets())
+        .0
+        .expect_err("NotFound", "object \"gone\"");
     let log = quiet.log();
     let line = log
         .lines()
@@ -439,14 +363,11 @@ fn mode(path: &Path) -> u32 {
 #[tokio::test]
 async fn mount_command_renders_an_spc_file_into_a_directory() {
     let d = Deployment::new("local").await;
-    d.bao
-        .kv2_put(
-            &d.ns,
-            "secret",
-            "app",
-            json!({"username": "local-user-name", "password": "local-pass-word"}),
-        )
-        .await;
+    d.put(
+        "app",
+        json!({"username": "local-user-name", "password": "local-pass-word"}),
+    )
+    .await;
     let work = tempfile::tempdir().unwrap();
     let spc = work.path().join("spc.yaml");
     std::fs::write(

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use serde_json::{Value, json};
+use vault_secrets_provider::budget::ByteBudget;
 use vault_secrets_provider::proto::MountRequest;
 use vault_secrets_provider::render;
 use vault_secrets_provider::request::{
@@ -300,6 +301,8 @@ proptest! {
             prop::collection::vec(prop::sample::select(vec![
                 "{{", "}}", "{%", "%}", "objects.a", "objects[\"b\"]", " for x in range(1000000) ",
                 " endfor ", "x", "|", "length", " if ", " endif ", "~", "loop", "(", ")", "*", "9",
+                // Whole pieces, so that some templates loop over a long `a`.
+                "{% for x in range(4300) %}", "{{ objects.a }}", "{% endfor %}",
             ]), 0..14).prop_map(|p| p.concat()),
         ],
         a in tricky_string(6),
@@ -309,10 +312,46 @@ proptest! {
             ("a".to_owned(), Value::from(a)),
             ("b".to_owned(), json!({"k": "v"})),
         ]);
-        if let Ok(out) = render::render_template(&spec, &context, &vault_secrets_provider::budget::ByteBudget::new(usize::MAX, "test")) {
-            prop_assert!(out.len() <= 1 << 20);
+        if let Ok(out) = render::render_template(&spec, &context, &unlimited()) {
+            prop_assert!(out.len() <= MAX_TEMPLATE_OUTPUT, "{} bytes", out.len());
         }
     }
+}
+
+/// The most template output src/render.rs accepts (the driver's whole gRPC
+/// message). Its fuel alone would allow more: minijinja charges 1/64 fuel per
+/// output byte, so 100,000 fuel pays for ~6 MB of a value emitted in a loop.
+const MAX_TEMPLATE_OUTPUT: usize = 4 << 20;
+
+/// Output just under the limit renders whole; just over it is refused by the
+/// limit itself, not by the fuel (both loops cost well under the fuel).
+#[test]
+fn template_output_is_bounded_by_the_limit_not_only_by_fuel() {
+    let long = "x".repeat(1000);
+    let context = BTreeMap::from([("a".to_owned(), Value::from(long.as_str()))]);
+    let template = |times: usize| TemplateSpec {
+        name: FilePath::parse("t").unwrap(),
+        template: format!("{{% for i in range({times}) %}}{{{{ objects.a }}}}{{% endfor %}}"),
+        mode: None,
+    };
+    let under =
+        render::render_template(&template(4000), &context, &unlimited()).expect("4,000,000 bytes");
+    assert_eq!(under.len(), 4_000_000);
+    assert!(under.len() <= MAX_TEMPLATE_OUTPUT);
+    let err = render::render_template(&template(4300), &context, &unlimited())
+        .expect_err("4,300,000 bytes is over the limit")
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "output is larger than {MAX_TEMPLATE_OUTPUT} bytes"
+        )),
+        "{err}"
+    );
+}
+
+/// No per-Mount byte budget: these properties are about the renderer's own limits.
+fn unlimited() -> ByteBudget {
+    ByteBudget::new(usize::MAX, "test")
 }
 
 fn check_objects(yaml: &str) -> Result<(), TestCaseError> {

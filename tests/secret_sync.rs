@@ -12,9 +12,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::deployment::Deployment;
+use support::deployment::{Deployment, POD_NAME, POD_NAMESPACE, POD_UID};
 use support::kube::{Kube, manifests, secret_value};
-use support::provider::{Provider, Volume, assert_log_clean, driver_clients};
+use support::provider::{Provider, assert_log_clean, mount_fresh, v16_client};
 
 const OBJECTS: &str = "- objectName: password\n  secretPath: secret/data/app\n  secretKey: password\n- objectName: username\n  secretPath: secret/data/app\n  secretKey: username\n";
 
@@ -78,6 +78,21 @@ async fn pod(kube: &Kube, namespace: &str, name: &str) -> String {
     pod["metadata"]["uid"].as_str().expect("uid").to_owned()
 }
 
+/// A provider with `--sync-secrets` against the run's apiserver, as the
+/// service account whose token is in `token_file`.
+fn sync_provider(d: &Deployment, kube: &Kube, token_file: &Path) -> Provider {
+    let ca_file = std::env::var("VSP_TEST_KUBE_CA_FILE").expect("VSP_TEST_KUBE_CA_FILE");
+    Provider::start(
+        &d.bao.addr,
+        &[
+            "--sync-secrets",
+            &format!("--kube-api-server={}", kube.server),
+            &format!("--kube-ca-file={ca_file}"),
+            &format!("--kube-token-file={}", token_file.display()),
+        ],
+    )
+}
+
 fn attributes(d: &Deployment, namespace: &str, pod: &str, uid: &str, secret: &str) -> Value {
     let mut a = d.attributes(OBJECTS);
     a["csi.storage.k8s.io/pod.name"] = json!(pod);
@@ -113,36 +128,21 @@ async fn mounts_apply_a_secret_owned_by_the_pod_and_never_take_one_over() {
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = provider_account_token(kube, dir.path()).await;
-    let ca_file = std::env::var("VSP_TEST_KUBE_CA_FILE").expect("VSP_TEST_KUBE_CA_FILE");
-    let provider = Provider::start(
-        &d.bao.addr,
-        &[
-            "--sync-secrets",
-            &format!("--kube-api-server={}", kube.server),
-            &format!("--kube-ca-file={ca_file}"),
-            &format!("--kube-token-file={}", token_file.display()),
-        ],
-    );
-    let client = driver_clients().pop().expect("a driver client");
+    let provider = sync_provider(&d, kube, &token_file);
+    let client = v16_client();
 
     let ns = kube.namespace("sync").await;
     let uid0 = pod(kube, &ns, "app-0").await;
     let secret_path = format!("/api/v1/namespaces/{ns}/secrets/app-vault");
 
     // The first pod mounts: files, and the Secret.
-    let volume = Volume::new();
-    client
-        .mount(
-            &provider,
-            &attributes(&d, &ns, "app-0", &uid0, "app-vault"),
-            &d.secrets(),
-            volume.path(),
-        )
-        .expect_ok();
-    assert_eq!(
-        std::fs::read_to_string(volume.path().join("password")).unwrap(),
-        "first-sync-password"
+    let (result, volume) = mount_fresh(
+        &provider,
+        &attributes(&d, &ns, "app-0", &uid0, "app-vault"),
+        &d.secrets(),
     );
+    result.expect_ok();
+    assert_eq!(volume.read("password"), "first-sync-password");
     let secret = kube.get(&secret_path).await.expect("the synced Secret");
     assert_eq!(
         secret_value(&secret, "password").as_deref(),
@@ -166,14 +166,13 @@ async fn mounts_apply_a_secret_owned_by_the_pod_and_never_take_one_over() {
     )
     .await;
     let uid1 = pod(kube, &ns, "app-1").await;
-    client
-        .mount(
-            &provider,
-            &attributes(&d, &ns, "app-1", &uid1, "app-vault"),
-            &d.secrets(),
-            Volume::new().path(),
-        )
-        .expect_ok();
+    mount_fresh(
+        &provider,
+        &attributes(&d, &ns, "app-1", &uid1, "app-vault"),
+        &d.secrets(),
+    )
+    .0
+    .expect_ok();
     let secret = kube.get(&secret_path).await.expect("the synced Secret");
     assert_eq!(
         secret_value(&secret, "password").as_deref(),
@@ -205,17 +204,16 @@ async fn mounts_apply_a_secret_owned_by_the_pod_and_never_take_one_over() {
         "stringData": { "password": "not-from-vault" }
     }))
     .await;
-    client
-        .mount(
-            &provider,
-            &attributes(&d, &ns, "app-0", &uid0, "theirs"),
-            &d.secrets(),
-            Volume::new().path(),
-        )
-        .expect_err(
-            "FailedPrecondition",
-            "not managed by vault-secrets-provider",
-        );
+    mount_fresh(
+        &provider,
+        &attributes(&d, &ns, "app-0", &uid0, "theirs"),
+        &d.secrets(),
+    )
+    .0
+    .expect_err(
+        "FailedPrecondition",
+        "not managed by vault-secrets-provider",
+    );
     let theirs = kube
         .get(&format!("/api/v1/namespaces/{ns}/secrets/theirs"))
         .await
@@ -227,14 +225,13 @@ async fn mounts_apply_a_secret_owned_by_the_pod_and_never_take_one_over() {
     assert!(theirs["metadata"]["ownerReferences"].is_null());
 
     // Not a Secret name.
-    client
-        .mount(
-            &provider,
-            &attributes(&d, &ns, "app-0", &uid0, "Not_A_Name"),
-            &d.secrets(),
-            Volume::new().path(),
-        )
-        .expect_err("InvalidArgument", "syncSecretName");
+    mount_fresh(
+        &provider,
+        &attributes(&d, &ns, "app-0", &uid0, "Not_A_Name"),
+        &d.secrets(),
+    )
+    .0
+    .expect_err("InvalidArgument", "syncSecretName");
 
     assert_log_clean(
         &provider.log(),
@@ -248,21 +245,13 @@ async fn sync_is_opt_in() {
     d.put("app", json!({"username": "u", "password": "p"}))
         .await;
     let provider = Provider::start(&d.bao.addr, &[]);
-    let client = driver_clients().pop().expect("a driver client");
-    client
-        .mount(
-            &provider,
-            &attributes(
-                &d,
-                "default",
-                "app-0",
-                "0b7e2f8a-1111-2222-3333-444455556666",
-                "app-vault",
-            ),
-            &d.secrets(),
-            Volume::new().path(),
-        )
-        .expect_err("InvalidArgument", "--sync-secrets");
+    mount_fresh(
+        &provider,
+        &attributes(&d, POD_NAMESPACE, POD_NAME, POD_UID, "app-vault"),
+        &d.secrets(),
+    )
+    .0
+    .expect_err("InvalidArgument", "--sync-secrets");
 }
 
 /// A provider whose service account lacks the sync component's RBAC: the Mount
@@ -289,28 +278,15 @@ async fn sync_without_rbac_is_permission_denied_and_creates_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, kube.token(&ns, "no-rbac", &[]).await).expect("write token");
-    let ca_file = std::env::var("VSP_TEST_KUBE_CA_FILE").expect("VSP_TEST_KUBE_CA_FILE");
-    let provider = Provider::start(
-        &d.bao.addr,
-        &[
-            "--sync-secrets",
-            &format!("--kube-api-server={}", kube.server),
-            &format!("--kube-ca-file={ca_file}"),
-            &format!("--kube-token-file={}", token_file.display()),
-        ],
-    );
+    let provider = sync_provider(&d, kube, &token_file);
     let uid = pod(kube, &ns, "app-0").await;
-    let client = driver_clients().pop().expect("a driver client");
-    let volume = Volume::new();
-    client
-        .mount(
-            &provider,
-            &attributes(&d, &ns, "app-0", &uid, "app-vault"),
-            &d.secrets(),
-            volume.path(),
-        )
-        .expect_err("PermissionDenied", "app-vault");
-    assert!(volume.files().is_empty());
+    mount_fresh(
+        &provider,
+        &attributes(&d, &ns, "app-0", &uid, "app-vault"),
+        &d.secrets(),
+    )
+    .0
+    .expect_err("PermissionDenied", "app-vault");
     let secret_path = format!("/api/v1/namespaces/{ns}/secrets/app-vault");
     assert!(
         kube.get(&secret_path).await.is_none(),

@@ -11,9 +11,11 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::{Value, json};
-use support::deployment::Deployment;
+use support::deployment::{Deployment, RootApp, merge};
 use support::durable::{DurableOpenBao, free_port_pair};
-use support::provider::{Provider, Volume, driver_clients};
+use support::provider::{
+    DriverClient, MountResult, Provider, Volume, driver_clients, mount_fresh, v16_client,
+};
 
 const OBJECTS: &str = "- objectName: k\n  secretPath: secret/data/app\n  secretKey: k\n";
 /// `nobody`: a caller that is not root.
@@ -53,6 +55,25 @@ fn open_up(provider: &Provider, volume: &Volume) {
     std::os::unix::fs::chown(volume.path(), Some(OTHER_UID), Some(OTHER_UID)).unwrap();
 }
 
+/// One Mount by [`OTHER_UID`] into a fresh volume it may write; a failure
+/// must have written nothing.
+fn mount_as_other(
+    client: &DriverClient,
+    provider: &Provider,
+    attributes: &Value,
+    secrets: &str,
+) -> (MountResult, Volume) {
+    let volume = Volume::new();
+    open_up(provider, &volume);
+    let result = client
+        .as_uid(OTHER_UID)
+        .mount(provider, attributes, secrets, volume.path());
+    if !result.ok {
+        assert!(volume.files().is_empty(), "files written by a failed Mount");
+    }
+    (result, volume)
+}
+
 #[tokio::test]
 async fn allowed_peer_uids() {
     let d = Deployment::new("peer-uid").await;
@@ -62,10 +83,8 @@ async fn allowed_peer_uids() {
     // Our own uid (the socket's owner) may always call, whatever the list says.
     let provider = Provider::start(&d.bao.addr, &["--allowed-peer-uid", "4242,4343"]);
     for client in driver_clients() {
-        let volume = Volume::new();
-        client
-            .mount(&provider, &attributes, &d.secrets(), volume.path())
-            .expect_ok();
+        let (result, volume) = client.mount_fresh(&provider, &attributes, &d.secrets());
+        result.expect_ok();
         assert_eq!(volume.read("k"), "peer-value");
     }
     // So may /readyz, which calls Version over the socket.
@@ -82,17 +101,13 @@ async fn allowed_peer_uids() {
         &["--endpoint-permissions", "0666", "--allowed-peer-uid", "0"],
     );
     for client in driver_clients() {
-        let volume = Volume::new();
-        open_up(&provider, &volume);
-        client
-            .as_uid(OTHER_UID)
-            .mount(&provider, &attributes, &d.secrets(), volume.path())
+        mount_as_other(&client, &provider, &attributes, &d.secrets())
+            .0
             .expect_err("PermissionDenied", &format!("uid {OTHER_UID}"));
-        assert!(volume.files().is_empty());
         // Root still may.
-        let volume = Volume::new();
         client
-            .mount(&provider, &attributes, &d.secrets(), volume.path())
+            .mount_fresh(&provider, &attributes, &d.secrets())
+            .0
             .expect_ok();
     }
     assert!(provider.log().contains("refused a call from a peer"));
@@ -109,19 +124,15 @@ async fn allowed_peer_uids() {
         ],
     );
     for client in driver_clients() {
-        let volume = Volume::new();
-        open_up(&provider, &volume);
-        client
-            .as_uid(OTHER_UID)
-            .mount(&provider, &attributes, &d.secrets(), volume.path())
-            .expect_ok();
+        let (result, volume) = mount_as_other(&client, &provider, &attributes, &d.secrets());
+        result.expect_ok();
         assert_eq!(volume.read("k"), "peer-value");
     }
     drop(provider);
 
     // Without the flag, the default socket mode (0600) keeps other users out.
     let provider = Provider::start(&d.bao.addr, &[]);
-    let client = driver_clients().pop().unwrap();
+    let client = v16_client();
     let volume = Volume::new();
     open_up(&provider, &volume);
     // The driver's client waits for a connection until its deadline.
@@ -200,47 +211,22 @@ listener "tcp" {{
         d = dir.display(),
     );
     let bao = DurableOpenBao::start_with(&listener).await;
-    bao.enable_secrets("", "secret", "kv", Some(json!({"version": "2"})))
-        .await;
-    bao.enable_auth("", "approle", "approle").await;
-    bao.write_policy(
-        "",
-        "r",
-        r#"path "secret/data/*" { capabilities = ["read"] }"#,
-    )
-    .await;
-    let (role_id, secret_id) = bao.approle("", "approle", "app", &["r"], json!({})).await;
+    let app = RootApp::seed(&bao).await;
     bao.kv2_put("", "secret", "app", json!({"k": "over-mtls"}))
         .await;
     let mtls_addr = format!("https://127.0.0.1:{port}");
-    let attributes = |extra: Value| {
-        let mut a = json!({
-            "roleId": role_id,
-            "objects": OBJECTS,
-            "csi.storage.k8s.io/pod.name": "mtls-0",
-            "csi.storage.k8s.io/pod.namespace": "default",
-            "csi.storage.k8s.io/pod.uid": "7d3e-mtls",
-        });
-        for (k, v) in extra.as_object().unwrap() {
-            a[k] = v.clone();
-        }
-        a
-    };
-    let secrets = json!({"secretId": secret_id}).to_string();
+    let attributes = |extra: Value| merge(app.attributes(OBJECTS), extra);
     let path = |name: &str| dir.join(name).display().to_string();
-    let client = driver_clients().pop().unwrap();
-    let mount = |provider: &Provider, attributes: &Value| {
-        let volume = Volume::new();
-        let result = client.mount(provider, attributes, &secrets, volume.path());
-        if !result.ok {
-            assert!(volume.files().is_empty(), "files written by a failed Mount");
-        }
-        (result, volume)
-    };
+    let mount =
+        |provider: &Provider, attributes: &Value| mount_fresh(provider, attributes, &app.secrets());
 
     // Verification is on by default: OpenBao's CA is not trusted.
     let provider = Provider::start(&mtls_addr, &[]);
     let (result, _) = mount(&provider, &attributes(json!({})));
+    result.expect_err(
+        "InvalidArgument",
+        "Vault's TLS certificate was not accepted",
+    );
     result.expect_err("InvalidArgument", "vaultCACertPath");
 
     // CA and client certificate from the provider's flags.
@@ -274,6 +260,7 @@ listener "tcp" {{
         &["--vault-tls-ca-cert", &ca, "--spc-tls-dir", &spc_tls_dir],
     );
     let (result, _) = mount(&provider, &attributes(json!({})));
+    result.expect_err("InvalidArgument", "Vault refused the TLS handshake");
     result.expect_err("InvalidArgument", "client certificate");
     // The client certificate from the SecretProviderClass instead.
     let (result, volume) = mount(
@@ -290,6 +277,7 @@ listener "tcp" {{
             "vaultTLSClientKeyPath": path("rogue.key"),
         })),
     );
+    result.expect_err("InvalidArgument", "Vault refused the TLS handshake");
     result.expect_err("InvalidArgument", "client certificate");
     // Skipping verification is possible, but only when asked.
     let (result, _) = mount(
@@ -299,6 +287,10 @@ listener "tcp" {{
             "vaultTLSClientCertPath": cert,
             "vaultTLSClientKeyPath": key,
         })),
+    );
+    result.expect_err(
+        "InvalidArgument",
+        "Vault's TLS certificate was not accepted",
     );
     result.expect_err("InvalidArgument", "vaultCACertPath");
     let (result, _) = mount(

@@ -14,8 +14,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::deployment::RootApp;
 use support::durable::DurableOpenBao;
-use support::provider::{Provider, Volume, driver_clients};
+use support::provider::{Provider, Volume, driver_clients, storm_request};
 
 /// Seconds to run unless `VSP_SOAK_SECS` says otherwise.
 const DEFAULT_SECS: u64 = 30;
@@ -61,31 +62,16 @@ async fn soak_with_rotation_and_vault_restarts() {
     let restart_every = (duration / 5).max(Duration::from_secs(12));
 
     let mut bao = DurableOpenBao::start().await;
-    bao.enable_secrets("", "secret", "kv", Some(json!({"version": "2"})))
-        .await;
-    bao.enable_auth("", "approle", "approle").await;
-    bao.write_policy(
-        "",
-        "r",
-        r#"path "secret/data/*" { capabilities = ["read"] }"#,
-    )
-    .await;
-    let (role_id, secret_id) = bao.approle("", "approle", "soak", &["r"], json!({})).await;
+    let app = RootApp::seed(&bao).await;
     bao.kv2_put("", "secret", "rotating", json!({"v": "soak-value-0"}))
         .await;
     bao.kv2_put("", "secret", "steady", json!({"v": "soak-steady-value"}))
         .await;
-    let attributes = json!({
-        "roleId": role_id,
-        "objects": "- objectName: rotating\n  secretPath: secret/data/rotating\n  secretKey: v\n\
-                    - objectName: steady\n  secretPath: secret/data/steady\n  secretKey: v\n",
-        "secretProviderClass": "soak",
-        "csi.storage.k8s.io/pod.name": "soak-0",
-        "csi.storage.k8s.io/pod.namespace": "default",
-        "csi.storage.k8s.io/pod.uid": "50a4-0000-soak",
-    })
-    .to_string();
-    let secrets = json!({"secretId": secret_id}).to_string();
+    let attributes = app.attributes(
+        "- objectName: rotating\n  secretPath: secret/data/rotating\n  secretKey: v\n\
+             - objectName: steady\n  secretPath: secret/data/steady\n  secretKey: v\n",
+    );
+    let secrets = app.secrets();
     let provider = Provider::start(&bao.addr, &[]);
     let pid = provider.pid();
     let clients = driver_clients();
@@ -105,10 +91,7 @@ async fn soak_with_rotation_and_vault_restarts() {
         let volumes: Vec<Volume> = (0..size).map(|_| Volume::new()).collect();
         let requests: Vec<Value> = volumes
             .iter()
-            .map(|v| {
-                json!({"attributes": attributes, "secrets": secrets,
-                       "targetPath": v.path(), "permission": "420"})
-            })
+            .map(|v| storm_request(&attributes, &secrets, v.path()))
             .collect();
         let mut ok = Vec::new();
         let mut failed = 0;
@@ -212,7 +195,7 @@ async fn soak_with_rotation_and_vault_restarts() {
         outside.join("\n")
     );
     assert!(restarts >= 1, "no restart happened");
-    assert_eq!(provider.pid(), pid, "the provider restarted");
+    provider.assert_running();
     assert!(
         end.rss_kib <= warm.rss_kib + warm.rss_kib / 2 + 16 * 1024,
         "RSS grew from {} to {} KiB",

@@ -4,13 +4,14 @@
 
 mod support;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::provider::{Provider, Volume, assert_log_clean, driver_clients};
+use support::deployment::{merge, pod_attributes};
+use support::durable::free_port_pair;
+use support::provider::{Provider, assert_log_clean, mount_fresh};
 
 /// An OpenBao dev server with TLS; killed on drop.
 struct TlsOpenBao {
@@ -100,42 +101,9 @@ impl Drop for TlsOpenBao {
     }
 }
 
-fn free_port_pair() -> u16 {
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if port < 65535 && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
-    }
-}
-
 fn attributes(role_id: &str, extra: Value) -> Value {
-    let mut attributes = json!({
-        "roleId": role_id,
-        "objects": "- objectName: k\n  secretPath: secret/data/app\n  secretKey: k\n",
-        "csi.storage.k8s.io/pod.name": "tls-0",
-        "csi.storage.k8s.io/pod.namespace": "default",
-        "csi.storage.k8s.io/pod.uid": "tls-uid",
-    });
-    for (key, value) in extra.as_object().unwrap() {
-        attributes[key] = value.clone();
-    }
-    attributes
-}
-
-fn mount(
-    provider: &Provider,
-    attributes: &Value,
-    secrets: &str,
-) -> (support::provider::MountResult, Volume) {
-    let client = driver_clients().pop().unwrap();
-    let volume = Volume::new();
-    let result = client.mount(provider, attributes, secrets, volume.path());
-    (result, volume)
+    let objects = "- objectName: k\n  secretPath: secret/data/app\n  secretKey: k\n";
+    merge(pod_attributes(role_id, objects), extra)
 }
 
 #[tokio::test]
@@ -186,26 +154,28 @@ async fn tls_ca_server_name_and_refusal() {
 
     // CA from the provider's flag.
     let provider = Provider::start(&bao.addr, &["--vault-tls-ca-cert", ca]);
-    let (result, volume) = mount(&provider, &attributes(&role_id, json!({})), &secrets);
+    let (result, volume) = mount_fresh(&provider, &attributes(&role_id, json!({})), &secrets);
     result.expect_ok();
     assert_eq!(volume.read("k"), "over-tls");
 
     // The certificate names localhost: a server name override to it verifies,
     // one to another name does not.
-    let (result, volume) = mount(
+    let (result, volume) = mount_fresh(
         &provider,
         &attributes(&role_id, json!({"vaultTLSServerName": "localhost"})),
         &secrets,
     );
     result.expect_ok();
     assert_eq!(volume.read("k"), "over-tls");
-    let (result, volume) = mount(
+    let (result, _) = mount_fresh(
         &provider,
         &attributes(&role_id, json!({"vaultTLSServerName": "vault.example"})),
         &secrets,
     );
-    result.expect_err("InvalidArgument", "certificate");
-    assert!(volume.files().is_empty());
+    result.expect_err(
+        "InvalidArgument",
+        "Vault's TLS certificate was not accepted",
+    );
     assert_log_clean(&provider.log(), &["over-tls", &secret_id]);
     drop(provider);
 
@@ -213,11 +183,15 @@ async fn tls_ca_server_name_and_refusal() {
     // (SecretProviderClasses may name files in the CA's directory.)
     let ca_dir = Path::new(ca).parent().unwrap().to_str().unwrap();
     let provider = Provider::start(&bao.addr, &["--spc-tls-dir", ca_dir]);
-    let (result, _) = mount(&provider, &attributes(&role_id, json!({})), &secrets);
+    let (result, _) = mount_fresh(&provider, &attributes(&role_id, json!({})), &secrets);
+    result.expect_err(
+        "InvalidArgument",
+        "Vault's TLS certificate was not accepted",
+    );
     result.expect_err("InvalidArgument", "vaultCACertPath");
 
     // The CA from the SecretProviderClass instead of the flag.
-    let (result, volume) = mount(
+    let (result, volume) = mount_fresh(
         &provider,
         &attributes(&role_id, json!({"vaultCACertPath": ca})),
         &secrets,
@@ -227,7 +201,7 @@ async fn tls_ca_server_name_and_refusal() {
 
     // A CA path that does not exist is a clear parameter error.
     let missing = Path::new(ca).with_file_name("missing.pem");
-    let (result, _) = mount(
+    let (result, _) = mount_fresh(
         &provider,
         &attributes(
             &role_id,

@@ -1,9 +1,74 @@
-//! A deployment namespace set up the way the seed workflow describes it.
+//! A deployment namespace set up the way the seed workflow describes it, and
+//! the same AppRole + KV v2 set-up in the root namespace of a server a test owns.
 #![allow(dead_code)]
 
 use serde_json::{Value, json};
 
 use super::openbao::{OpenBao, deployment_namespace};
+
+/// The pod every Mount's attributes name unless a test overrides them.
+pub const POD_NAME: &str = "app-0";
+pub const POD_NAMESPACE: &str = "team-a";
+pub const POD_UID: &str = "0b7e2f8a-1111-2222-3333-444455556666";
+
+/// SecretProviderClass parameters as the driver sends them for `objects`,
+/// logging in as AppRole `role_id`, without a Vault namespace.
+pub fn pod_attributes(role_id: &str, objects: &str) -> Value {
+    json!({
+        "roleId": role_id,
+        "objects": objects,
+        "secretProviderClass": "app-secrets",
+        "csi.storage.k8s.io/pod.name": POD_NAME,
+        "csi.storage.k8s.io/pod.namespace": POD_NAMESPACE,
+        "csi.storage.k8s.io/pod.uid": POD_UID,
+        "csi.storage.k8s.io/serviceAccount.name": "app",
+        "csi.storage.k8s.io/ephemeral": "true",
+    })
+}
+
+/// `attributes` with each key of the object `extra` set (added or replaced).
+pub fn merge(mut attributes: Value, extra: Value) -> Value {
+    for (key, value) in extra.as_object().expect("extra attributes: an object") {
+        attributes[key] = value.clone();
+    }
+    attributes
+}
+
+/// The policy of [`RootApp::seed`]'s role: read every KV v2 secret at `secret`.
+pub const READ_SECRETS: &str = r#"path "secret/data/*" { capabilities = ["read"] }"#;
+
+/// In the root namespace of a server the test owns (durable, private, mTLS):
+/// KV v2 at `secret`, AppRole at `approle` with a role `app`, and its credentials.
+pub struct RootApp {
+    pub role_id: String,
+    pub secret_id: String,
+}
+
+impl RootApp {
+    /// The set-up with a role whose policy is [`READ_SECRETS`].
+    pub async fn seed(bao: &OpenBao) -> RootApp {
+        Self::seed_with_policy(bao, READ_SECRETS).await
+    }
+
+    /// The set-up with a role whose policy is `policy` (HCL).
+    pub async fn seed_with_policy(bao: &OpenBao, policy: &str) -> RootApp {
+        bao.enable_secrets("", "secret", "kv", Some(json!({"version": "2"})))
+            .await;
+        bao.enable_auth("", "approle", "approle").await;
+        bao.write_policy("", "app", policy).await;
+        let (role_id, secret_id) = bao.approle("", "approle", "app", &["app"], json!({})).await;
+        RootApp { role_id, secret_id }
+    }
+
+    /// SecretProviderClass parameters as the driver sends them, for `objects`.
+    pub fn attributes(&self, objects: &str) -> Value {
+        pod_attributes(&self.role_id, objects)
+    }
+
+    pub fn secrets(&self) -> String {
+        json!({ "secretId": self.secret_id }).to_string()
+    }
+}
 
 /// A deployment namespace with KV v2 at `secret`, an AppRole `app` whose
 /// policy reads only `secret/data/app*`, and its credentials.
@@ -37,17 +102,10 @@ impl Deployment {
 
     /// SecretProviderClass parameters as the driver sends them, for `objects`.
     pub fn attributes(&self, objects: &str) -> Value {
-        json!({
-            "roleId": self.role_id,
-            "vaultNamespace": self.ns,
-            "objects": objects,
-            "secretProviderClass": "app-secrets",
-            "csi.storage.k8s.io/pod.name": "app-0",
-            "csi.storage.k8s.io/pod.namespace": "default",
-            "csi.storage.k8s.io/pod.uid": "0b7e2f8a-1111-2222-3333-444455556666",
-            "csi.storage.k8s.io/serviceAccount.name": "app",
-            "csi.storage.k8s.io/ephemeral": "true",
-        })
+        merge(
+            pod_attributes(&self.role_id, objects),
+            json!({ "vaultNamespace": self.ns }),
+        )
     }
 
     pub fn secrets(&self) -> String {

@@ -214,6 +214,32 @@ impl Provider {
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
+
+    /// Whether the process is still alive: not exited, and not a zombie
+    /// waiting to be reaped (we reap only in `terminate`, `kill` and drop, so
+    /// an exit or crash shows here as state `Z`).
+    pub fn is_running(&self) -> bool {
+        let Some(child) = self.child.as_ref() else {
+            return false;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", child.id())) else {
+            return false;
+        };
+        // `pid (comm) state ...`; comm may hold spaces and parentheses.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        !matches!(state, None | Some('Z' | 'X' | 'x'))
+    }
+
+    /// Asserts that the process is still running (never restarted or crashed).
+    pub fn assert_running(&self) {
+        assert!(
+            self.is_running(),
+            "the provider is no longer running:\n{}",
+            self.log()
+        );
+    }
 }
 
 impl Drop for Provider {
@@ -335,7 +361,54 @@ pub fn driver_clients() -> Vec<DriverClient> {
         .collect()
 }
 
+/// One line of [`DriverClient::storm`]'s input: a Mount of `attributes` into `target`.
+pub fn storm_request(attributes: &Value, secrets: &str, target: &Path) -> Value {
+    json!({
+        "attributes": attributes.to_string(),
+        "secrets": secrets,
+        "targetPath": target,
+        "permission": "420",
+    })
+}
+
+/// The newest driver client build (v1.6), for tests that need one client only.
+pub fn v16_client() -> DriverClient {
+    driver_clients().pop().expect("the v1.6 driver client")
+}
+
+/// One Mount through [`v16_client`] into a fresh [`Volume`]; see
+/// [`DriverClient::mount_fresh`].
+pub fn mount_fresh(
+    provider: &Provider,
+    attributes: &Value,
+    secrets: &str,
+) -> (MountResult, Volume) {
+    v16_client().mount_fresh(provider, attributes, secrets)
+}
+
 impl DriverClient {
+    /// One Mount into a fresh [`Volume`]: the result and the volume. A failed
+    /// Mount must have written nothing, which this asserts.
+    pub fn mount_fresh(
+        &self,
+        provider: &Provider,
+        attributes: &Value,
+        secrets: &str,
+    ) -> (MountResult, Volume) {
+        let volume = Volume::new();
+        let result = self.mount(provider, attributes, secrets, volume.path());
+        if !result.ok {
+            assert!(
+                volume.files().is_empty(),
+                "driver {}: files written by a failed Mount ({} {})",
+                self.version,
+                result.grpc_code,
+                result.message
+            );
+        }
+        (result, volume)
+    }
+
     /// The same client, run as `uid` (gid too, no supplementary groups)
     /// through `setpriv`: a caller that is not root. Needs root.
     pub fn as_uid(&self, uid: u32) -> DriverClient {
