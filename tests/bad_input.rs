@@ -519,7 +519,7 @@ async fn bad_input_is_invalid_argument_names_the_parameter_and_writes_nothing() 
 }
 
 /// A namespace that does not exist is not a parameter error: Vault is asked,
-/// and the answer is `NotFound` (SPEC §5), naming the namespace.
+/// and the answer is `NotFound`, naming the namespace.
 #[tokio::test]
 async fn missing_namespace_is_not_found() {
     let d = Deployment::new("no-namespace").await;
