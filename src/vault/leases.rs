@@ -496,8 +496,9 @@ mod tests {
             &leased("x", 100, true),
         )
         .weight();
-        // Room for three responses, entries for ten.
-        let cache = LeaseCache::new(10, one * 3 + one / 2);
+        // Room for three responses; entries for ten in this (one) namespace,
+        // which may hold a quarter of the capacity.
+        let cache = LeaseCache::new(40, one * 3 + one / 2);
         let pod = |n: u32| LeaseKey {
             pod_uid: format!("pod{n}"),
             ..key()

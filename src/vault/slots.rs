@@ -410,7 +410,9 @@ mod tests {
     async fn shrinking_drops_the_least_recently_used_until_under_budget() {
         let map: SlotMap<u32, usize> = SlotMap::new(100);
         for key in 0..5 {
-            map.slot(&key).entry().value = Some(10);
+            let slot = map.slot(&key);
+            slot.entry().value = Some(10);
+            map.admit(&key, &slot);
             tokio::time::advance(Duration::from_secs(1)).await;
         }
         map.slot(&0).entry().last_used = Instant::now();
