@@ -5,13 +5,15 @@
 //! - [`plan`](self::plan): the [`MountPlan`] and [`parse`], the entry point;
 //! - [`auth`](self::auth): how the Mount logs in ([`AuthPlan`], [`Credentials`]);
 //! - [`target`](self::target): which Vault, TLS, namespaces, provider defaults;
-//! - [`objects`]: the `objects` YAML: what to fetch and how to render it;
+//! - [`objects`]: the `objects` YAML: what to fetch and how to render it
+//!   (`nesting`: the linear pre-scan that runs before the YAML parser);
 //! - [`path`]: file paths validated as the driver does;
 //! - `params`: the raw parameter maps, size limits, Go-compatible scalars;
 //! - [`error`](self::error): [`RequestError`], the one way a request is refused.
 
 pub mod auth;
 pub mod error;
+mod nesting;
 pub mod objects;
 mod params;
 pub mod path;
