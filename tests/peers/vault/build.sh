@@ -73,7 +73,7 @@ replace_once() {
 
 # --- the module (small: its dependencies come with the build) ------------------------------
 info="$(go mod download -json "$module@$version")" || die "go mod download $module@$version failed"
-json_field() { sed -n "s/^[[:space:]]*\"$1\": \"\(.*\)\",\{0,1\}\$/\1/p" <<<"$info" | head -n1; }
+json_field() { sed -n "s/^[[:space:]]*\"$1\": \"\(.*\)\",\{0,1\}\$/\1/p;T;q" <<<"$info"; }   # first match only
 moddir="$(json_field Dir)"
 modsum="$(json_field Sum)"
 infofile="$(json_field Info)"
