@@ -13,6 +13,10 @@
 #                running `--version` from it (scripts/build-image.sh)
 #   make bench   benchmarks against the performance targets (one OpenBao, release build); writes BENCHMARKS.md
 #                (not part of `make test`; `make bench-quick` is a smoke run that only prints)
+#   make vault-server   HashiCorp Vault server (OSS) built from its Go module (tests/peers/vault/)
+#   make peer-provider  HashiCorp's vault-csi-provider, stock and unthrottled, from its source
+#                tarball VSP_PEER_PROVIDER_TARBALL (tests/peers/csi-provider/); both into
+#                $(VSP_TOOLS_DIR)/peers/bin, neither part of `make test` yet
 #
 # Everything the tests need (OpenBao, the driver's Go client, kube-apiserver, etcd, the
 # driver, helm and kustomize built from Go source) is installed by this Makefile into a per-user cache outside
@@ -42,7 +46,7 @@ INSTALL_TOOLS := $(TOOLS)/install-tools
 export VSP_TEST_HELM_BIN := $(INSTALL_TOOLS)/bin/helm
 export VSP_TEST_KUSTOMIZE_BIN := $(INSTALL_TOOLS)/bin/kustomize
 
-.PHONY: all build unit test lint image demo bench bench-quick tools openbao driver-clients postgres k8s-tools install-tools clean clean-tools soak fuzz audit
+.PHONY: all build unit test lint image demo bench bench-quick tools openbao driver-clients postgres k8s-tools install-tools vault-server peer-provider clean clean-tools soak fuzz audit
 
 SOAK_SECS ?= 300
 FUZZ_SECS ?= 60
@@ -68,6 +72,20 @@ driver-clients:
 # kube-apiserver, etcd, the driver binaries: built once per version (minutes the first time).
 k8s-tools:
 	@tests/kubernetes/build.sh $(K8S_TOOLS)
+
+# The peers: other projects' servers and providers, built for comparison runs (tests/peers/).
+# Not part of `make test` (yet); each builds once per version into $(PEERS), nice'd.
+PEERS := $(TOOLS)/peers
+# HashiCorp's provider source, a release tarball (relative to this directory); absent: skipped.
+export VSP_PEER_PROVIDER_TARBALL ?= ../shared/peers/vault-csi-provider-v1.7.4.tar.gz
+
+# HashiCorp Vault server v1.21 (OSS) from its Go module: ~20 min and ~8 GB of Go caches the first time.
+vault-server:
+	@tests/peers/vault/build.sh $(PEERS)
+
+# HashiCorp's vault-csi-provider, stock and with client-go's rate limit lifted (for bench).
+peer-provider:
+	@tests/peers/csi-provider/build.sh $(PEERS)
 
 # Tests that need no server, no Go tool and nothing from the tool cache: while changing code.
 unit:
