@@ -47,13 +47,25 @@ async fn provider_account_token(kube: &'static Kube, dir: &Path) -> std::path::P
             kube.create_if_absent(object).await;
         }
     }
-    // The authorizer sees a new binding through its informer: wait for it.
+    rbac_in_effect(kube, PROVIDER_ACCOUNT, "default").await;
+    let token = kube
+        .token("vault-secrets-provider", "vault-secrets-provider", &[])
+        .await;
+    let path = dir.join("token");
+    std::fs::write(&path, &token).expect("write token");
+    policy_in_effect(kube, &token).await;
+    path
+}
+
+/// The authorizer sees a new binding through its informer: waits until `user` may
+/// patch Secrets in `namespace`.
+async fn rbac_in_effect(kube: &Kube, user: &str, namespace: &str) {
     let review = json!({
         "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
         "spec": {
-            "user": PROVIDER_ACCOUNT,
+            "user": user,
             "groups": ["system:serviceaccounts"],
-            "resourceAttributes": { "namespace": "default", "verb": "patch", "resource": "secrets" }
+            "resourceAttributes": { "namespace": namespace, "verb": "patch", "resource": "secrets" }
         }
     });
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -67,18 +79,34 @@ async fn provider_account_token(kube: &'static Kube, dir: &Path) -> std::path::P
             )
             .await;
         if status == 201 && body["status"]["allowed"] == true {
-            break;
+            return;
         }
         assert!(Instant::now() < deadline, "RBAC not effective: {body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let token = kube
-        .token("vault-secrets-provider", "vault-secrets-provider", &[])
+}
+
+/// An account named like the provider's but in `namespace`, given the component's
+/// ClusterRole there: the admission policy, which names the provider's account in full,
+/// does not apply to it. Returns its token.
+async fn namesake_account(kube: &Kube, namespace: &str) -> String {
+    kube.service_account(namespace, "vault-secrets-provider")
         .await;
-    let path = dir.join("token");
-    std::fs::write(&path, &token).expect("write token");
-    policy_in_effect(kube, &token).await;
-    path
+    kube.create(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": { "name": "secret-sync", "namespace": namespace },
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+            "name": "vault-secrets-provider-secret-sync"
+        },
+        "subjects": [{
+            "kind": "ServiceAccount", "name": "vault-secrets-provider", "namespace": namespace
+        }]
+    }))
+    .await;
+    let user = format!("system:serviceaccount:{namespace}:vault-secrets-provider");
+    rbac_in_effect(kube, &user, namespace).await;
+    kube.token(namespace, "vault-secrets-provider", &[]).await
 }
 
 /// The apiserver loads admission policies through an informer: creates unlabelled
@@ -506,46 +534,79 @@ async fn the_admission_policy_confines_the_provider_to_secrets_labelled_as_ours(
     assert_eq!(status, 200, "{body}");
     // ... and so does an account of the same name in another namespace, with the same
     // ClusterRole (bound in its namespace): the policy names the provider's account.
-    kube.service_account(&ns, "vault-secrets-provider").await;
+    let namesake = namesake_account(kube, &ns).await;
+    let (status, body) = as_account(
+        kube,
+        &namesake,
+        "POST",
+        &secrets,
+        &secret("namesakes", json!({}), "n"),
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// The provider's own check, without the admission policy (as an account the policy does
+/// not name): a Secret of that name that is not labelled as ours fails the Mount with
+/// `FailedPrecondition` and is left as it was, although the account may patch it.
+#[tokio::test]
+async fn without_the_policy_the_provider_still_leaves_a_foreign_secret_alone() {
+    let kube = Kube::shared();
+    let d = Deployment::new("nopolicy").await;
+    d.put(
+        "app",
+        json!({"username": "svc-nopolicy", "password": "nopolicy-password"}),
+    )
+    .await;
+    let ns = kube.namespace("nopolicy").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, namesake_account(kube, &ns).await).expect("write token");
+    let provider = sync_provider(&d, kube, &token_file);
+    let uid = pod(kube, &ns, "app-0").await;
     kube.create(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": { "name": "secret-writer", "namespace": ns },
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-            "name": "vault-secrets-provider-secret-sync"
-        },
-        "subjects": [{ "kind": "ServiceAccount", "name": "vault-secrets-provider", "namespace": ns }]
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": "theirs", "namespace": ns, "labels": { "team": "a" } },
+        "stringData": { "other": "not-from-vault" }
     }))
     .await;
-    let namesake = kube.token(&ns, "vault-secrets-provider", &[]).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for attempt in 0.. {
-        let name = format!("namesake-{attempt}");
-        let (status, body) = as_account(
-            kube,
-            &namesake,
-            "POST",
-            &secrets,
-            &secret(&name, json!({}), "n"),
-            "application/json",
-        )
-        .await;
-        if status == 201 {
-            break;
-        }
-        // Until the authorizer sees the RoleBinding: RBAC's refusal, never the policy's.
-        assert_eq!(status, 403, "{body}");
-        assert!(
-            !body["message"]
-                .as_str()
-                .unwrap_or("")
-                .contains("ValidatingAdmissionPolicy"),
-            "{body}"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "RoleBinding not effective: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    mount_fresh(
+        &provider,
+        &attributes(&d, &ns, "app-0", &uid, "theirs"),
+        &d.secrets(),
+    )
+    .0
+    .expect_err(
+        "FailedPrecondition",
+        "not managed by vault-secrets-provider",
+    );
+    let theirs = kube
+        .get(&format!("/api/v1/namespaces/{ns}/secrets/theirs"))
+        .await
+        .expect("their Secret");
+    assert_eq!(theirs["metadata"]["labels"], json!({ "team": "a" }));
+    assert_eq!(
+        secret_value(&theirs, "other").as_deref(),
+        Some("not-from-vault")
+    );
+    assert!(secret_value(&theirs, "password").is_none());
+    assert!(theirs["metadata"]["ownerReferences"].is_null());
+    // The same account syncs a Secret of its own.
+    mount_fresh(
+        &provider,
+        &attributes(&d, &ns, "app-0", &uid, "app-vault"),
+        &d.secrets(),
+    )
+    .0
+    .expect_ok();
+    let ours = kube
+        .get(&format!("/api/v1/namespaces/{ns}/secrets/app-vault"))
+        .await
+        .expect("the synced Secret");
+    assert_eq!(
+        secret_value(&ours, "password").as_deref(),
+        Some("nopolicy-password")
+    );
+    assert_log_clean(&provider.log(), &[&d.secret_id, "nopolicy-password"]);
 }
