@@ -8,9 +8,17 @@
 //! reference. A Secret of that name that is not labelled as ours is never touched:
 //! the Mount fails instead.
 //!
+//! The provider never reads a Secret (its ClusterRole has no `get`: a node's provider
+//! must not be able to read every Secret in the cluster). Whether a Secret of that
+//! name is ours is asked with a JSON Patch made only of a `test` operation on our
+//! label: 404 absent, 200 ours (nothing changes), 422 not ours. The component's
+//! ValidatingAdmissionPolicy enforces the same rule in the apiserver (a create must
+//! carry the label, an update must find it and keep it), which also closes the race
+//! between that question and the apply; its denial is reported as not ours too.
+//!
 //! A few plain HTTPS calls with the client we already have (reqwest + rustls), not
-//! kube-rs: `get`, `create` and server-side apply of one Secret are all we need, and
-//! kube-rs with k8s-openapi would more than double the build for them.
+//! kube-rs: two patches of one Secret are all we need, and kube-rs with k8s-openapi
+//! would more than double the build for them.
 
 use std::path::PathBuf;
 
@@ -183,22 +191,36 @@ impl SecretSync {
             "/api/v1/namespaces/{}/secrets/{}",
             target.namespace, target.name
         );
-        let (status, existing) = self.call(reqwest::Method::GET, &path, None, "").await?;
+        let not_ours = || SyncError::NotOurs {
+            namespace: target.namespace.clone(),
+            name: target.name.clone(),
+        };
+        // Is it ours? Asked without reading it: a patch that only tests our label
+        // (the answer's body, the Secret itself when it is ours, is dropped unread).
+        let probe = json!([{
+            "op": "test",
+            "path": format!("/metadata/labels/{}", MANAGED_BY_LABEL.replace('/', "~1")),
+            "value": MANAGED_BY,
+        }]);
+        let (status, answer) = self
+            .call(
+                reqwest::Method::PATCH,
+                &path,
+                Some(probe.to_string()),
+                "application/json-patch+json",
+            )
+            .await?;
         let force = match status {
-            200 => {
-                if existing["metadata"]["labels"][MANAGED_BY_LABEL] != MANAGED_BY {
-                    return Err(SyncError::NotOurs {
-                        namespace: target.namespace.clone(),
-                        name: target.name.clone(),
-                    });
-                }
-                // Ours: take the fields other pods' managers applied with older values.
-                "true"
-            }
+            // Ours: take the fields other pods' managers applied with older values.
+            200 => "true",
             // Not there: apply without force, so a Secret someone creates meanwhile
-            // makes the apply conflict (409) rather than be taken over.
+            // conflicts (409) or is refused by the admission policy, not taken over.
             404 => "false",
-            _ => return Err(api_error("get Secret", status, &existing)),
+            // The test failed (no label, or another value); or the admission policy
+            // refused even this no-op on a Secret that is not ours.
+            422 => return Err(not_ours()),
+            _ if denied_by_policy(status, &answer) => return Err(not_ours()),
+            _ => return Err(api_error("check Secret", status, &answer)),
         };
         let manager = format!("{MANAGED_BY}-{}", target.pod_uid);
         let apply = format!("{path}?fieldManager={manager}&force={force}");
@@ -212,10 +234,8 @@ impl SecretSync {
             .await?;
         match status {
             200 | 201 => Ok(()),
-            409 => Err(SyncError::NotOurs {
-                namespace: target.namespace.clone(),
-                name: target.name.clone(),
-            }),
+            409 => Err(not_ours()),
+            _ if denied_by_policy(status, &body) => Err(not_ours()),
             _ => Err(api_error("apply Secret", status, &body)),
         }
     }
@@ -254,6 +274,16 @@ impl SecretSync {
     }
 }
 
+/// Whether the answer is the secret-sync component's ValidatingAdmissionPolicy
+/// refusing a Secret that is not labelled as ours (its messages name the label; an
+/// RBAC refusal is a 403 too, and stays `PermissionDenied`).
+fn denied_by_policy(status: u16, body: &Value) -> bool {
+    let message = body["message"].as_str().unwrap_or_default();
+    (status == 403 || status == 422)
+        && message.contains("ValidatingAdmissionPolicy")
+        && message.contains(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"))
+}
+
 fn api_error(what: &str, status: u16, body: &Value) -> SyncError {
     SyncError::Api {
         what: what.to_owned(),
@@ -280,5 +310,18 @@ mod tests {
             PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
         );
         assert_eq!(config.token_file, PathBuf::from("/tmp/token"));
+    }
+
+    #[test]
+    fn only_the_policys_denial_counts_as_not_ours() {
+        let policy = json!({ "message": "ValidatingAdmissionPolicy 'vault-secrets-provider-secret-sync' \
+            with binding 'vault-secrets-provider-secret-sync' denied request: vault-secrets-provider \
+            may only write Secrets labelled app.kubernetes.io/managed-by=vault-secrets-provider" });
+        assert!(denied_by_policy(403, &policy));
+        assert!(denied_by_policy(422, &policy));
+        assert!(!denied_by_policy(500, &policy));
+        let rbac = json!({ "message": "secrets \"app\" is forbidden: User \"system:serviceaccount:x:y\" \
+            cannot patch resource \"secrets\" in API group \"\" in the namespace \"app\"" });
+        assert!(!denied_by_policy(403, &rbac));
     }
 }

@@ -42,10 +42,13 @@ const FIELD_MANAGER: &str = "vsp-manifests-test";
 /// The kustomize install's namespace; the chart is rendered for it too.
 const NAMESPACE: &str = "vault-secrets-provider";
 const RELEASE: &str = "vault-secrets-provider";
-/// The cluster-scoped objects of secret sync (fixed names, in both installs).
-const SYNC_RBAC: [&str; 2] = [
+/// The cluster-scoped objects of secret sync (fixed names, in both installs): its RBAC and
+/// its admission policy.
+const SYNC_RBAC: [&str; 4] = [
     "/apis/rbac.authorization.k8s.io/v1/clusterroles/vault-secrets-provider-secret-sync",
     "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/vault-secrets-provider-secret-sync",
+    "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/vault-secrets-provider-secret-sync",
+    "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings/vault-secrets-provider-secret-sync",
 ];
 
 /// The tests that write the installs' objects (the same names in the same namespace, and
@@ -555,10 +558,24 @@ async fn the_install_the_secret_sync_component_and_the_examples_apply() {
             "ServiceAccount/vault-secrets-provider",
             "ClusterRole/vault-secrets-provider-secret-sync",
             "ClusterRoleBinding/vault-secrets-provider-secret-sync",
+            "ValidatingAdmissionPolicy/vault-secrets-provider-secret-sync",
+            "ValidatingAdmissionPolicyBinding/vault-secrets-provider-secret-sync",
             "DaemonSet/vault-secrets-provider"
         ]
     );
     let stored = apply_all(kube, &with_sync).await;
+    let policy = named(
+        &stored,
+        "ValidatingAdmissionPolicy",
+        "vault-secrets-provider-secret-sync",
+    );
+    assert!(
+        policy["spec"]["matchConditions"][0]["expression"]
+            .as_str()
+            .unwrap()
+            .contains("'system:serviceaccount:vault-secrets-provider:vault-secrets-provider'"),
+        "the policy names the install's account: {policy}"
+    );
     let pod = &find(&stored, "DaemonSet")["spec"]["template"]["spec"];
     assert_eq!(pod["automountServiceAccountToken"], true);
     let containers = pod["containers"].as_array().unwrap();
@@ -580,7 +597,7 @@ async fn the_install_the_secret_sync_component_and_the_examples_apply() {
     for (verb, allowed) in [
         ("create", true),
         ("patch", true),
-        ("get", true),
+        ("get", false),
         ("list", false),
         ("delete", false),
     ] {
@@ -1266,6 +1283,16 @@ async fn helm_upgrade_to_secret_sync_and_back_leaves_no_orphans() {
         }
         if sync {
             assert_secrets_access(kube, &namespace, "patch", true).await;
+            // The admission policy names the release's account.
+            let policy = kube.get(SYNC_RBAC[2]).await.expect("the admission policy");
+            let account = format!("'system:serviceaccount:{namespace}:vault-secrets-provider'");
+            assert!(
+                policy["spec"]["matchConditions"][0]["expression"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&account),
+                "{policy}"
+            );
         }
     }
     // Back on the defaults: the RBAC of secret sync is gone, and the access with it.

@@ -359,12 +359,15 @@ impl Kube {
 }
 
 /// The REST path of the collection `object` belongs in (the plural is the lowercased
-/// kind + `s`, or `es` after an `s`: right for every kind these tests create).
+/// kind + `s`, `es` after an `s`, `ies` for a final `y`: right for every kind these tests
+/// create).
 pub fn collection_path(object: &Value) -> String {
     let api_version = object["apiVersion"].as_str().expect("apiVersion");
     let kind = object["kind"].as_str().expect("kind").to_ascii_lowercase();
     let plural = if kind.ends_with('s') {
         format!("{kind}es")
+    } else if let Some(stem) = kind.strip_suffix('y') {
+        format!("{stem}ies")
     } else {
         format!("{kind}s")
     };
