@@ -76,7 +76,11 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match args.iter().position(|a| a == "--only").map(|i| args.get(i + 1)) {
+    match args
+        .iter()
+        .position(|a| a == "--only")
+        .map(|i| args.get(i + 1))
+    {
         None => {}
         Some(Some(section)) if section == "tenants" => {
             let section = runtime.block_on(only_tenants(scale)).markdown(true);

@@ -230,7 +230,8 @@ pub struct Victim {
     /// Median over repetitions of (p99 under attack / p99 without).
     pub ratio_p99: f64,
     pub ratio_p50: f64,
-    /// Most of A's requests the slow server held at once.
+    /// Most of A's requests the slow server held at once (a request the
+    /// provider gave up on no longer counts).
     pub held_max: usize,
     /// A's Mounts in flight in the provider while B measured (smallest seen).
     pub attack_in_flight: usize,
@@ -681,7 +682,13 @@ impl Tenants {
     pub fn summary_rows(&self) -> String {
         let mut out = String::new();
         let w = &mut out;
-        let median_ms = median(&self.refusals.iter().map(|r| r.median_ms).collect::<Vec<_>>());
+        let median_ms = median(
+            &self
+                .refusals
+                .iter()
+                .map(|r| r.median_ms)
+                .collect::<Vec<_>>(),
+        );
         writeln!(
             w,
             "| Multi-tenant: refusing ~1 MiB of nested `objects` YAML (InvalidArgument), end to end: slowest / median | {} / {} | < {REFUSAL_TARGET_MS} ms | {} |",
@@ -796,7 +803,11 @@ impl Tenants {
              A dense answer is small on the wire but many values once parsed.\n"
         )
         .unwrap();
-        writeln!(w, "| Mount | at once | answers | VmHWM before → after | wall time | first error |").unwrap();
+        writeln!(
+            w,
+            "| Mount | at once | answers | VmHWM before → after | wall time | first error |"
+        )
+        .unwrap();
         writeln!(w, "|---|---|---|---|---|---|").unwrap();
         for c in &self.worst {
             writeln!(

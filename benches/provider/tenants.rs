@@ -454,8 +454,12 @@ impl HostileVault {
                 if stop.load(Ordering::SeqCst) {
                     return;
                 }
-                let (released, held, held_max, reads) =
-                    (released.clone(), held.clone(), held_max.clone(), reads.clone());
+                let (released, held, held_max, reads) = (
+                    released.clone(),
+                    held.clone(),
+                    held_max.clone(),
+                    reads.clone(),
+                );
                 std::thread::spawn(move || {
                     serve(stream, answer, &released, &held, &held_max, &reads)
                 });
@@ -530,11 +534,28 @@ fn serve(
         if let Answer::Hold = answer {
             let now = held.fetch_add(1, Ordering::SeqCst) + 1;
             held_max.fetch_max(now, Ordering::SeqCst);
+            // Held until released, or until the provider hangs up (its
+            // request deadline): then it no longer counts as held.
             let deadline = Instant::now() + Duration::from_secs(300);
+            let _ = stream.set_nonblocking(true);
+            let mut peek = [0u8; 1];
+            let mut gone = false;
             while !released.load(Ordering::SeqCst) && Instant::now() < deadline {
+                match stream.peek(&mut peek) {
+                    Ok(0) => gone = true,
+                    Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => gone = true,
+                    _ => {}
+                }
+                if gone {
+                    break;
+                }
                 std::thread::sleep(Duration::from_millis(5));
             }
             held.fetch_sub(1, Ordering::SeqCst);
+            if gone {
+                return;
+            }
+            let _ = stream.set_nonblocking(false);
             let denied = r#"{"errors":["permission denied"]}"#;
             let _ = write!(
                 stream,
