@@ -27,6 +27,7 @@ pub struct Outcome {
 }
 
 /// The driver's provider client, v1.6 build (`tests/driver-client`).
+#[derive(Clone)]
 pub struct DriverClient {
     bin: PathBuf,
 }
@@ -227,10 +228,16 @@ impl Drop for Volumes {
 /// The provider's own time for each Mount it logged after byte `from` of its
 /// log (`duration_ms` of "mount succeeded"), in microseconds.
 pub fn logged_mount_micros(log: &str, from: usize) -> Vec<f64> {
+    logged_micros(log, from, "mount succeeded")
+}
+
+/// The provider's own time for each Mount whose log line after byte `from`
+/// contains `message` (`"mount succeeded"`, `"mount failed"`), in microseconds.
+pub fn logged_micros(log: &str, from: usize, message: &str) -> Vec<f64> {
     log.get(from..)
         .unwrap_or_default()
         .lines()
-        .filter(|line| line.contains("mount succeeded"))
+        .filter(|line| line.contains(message))
         .filter_map(|line| {
             let at = line.find("duration_ms=")? + "duration_ms=".len();
             let value: String = line[at..]

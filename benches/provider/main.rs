@@ -6,6 +6,8 @@
 //! 3. Pod storms: many pods at once, AppRole (2 identities) and JWT (one per pod).
 //! 4. Rotation load with and without the per-pod certificate cache.
 //! 5. Memory (idle, after the runs, with many cached pods) and start-up time.
+//! 7. Multi-tenant (`tenants.rs`): refusing nested YAML, the worst Mount's
+//!    peak memory, another tenant's latency while one floods a slow Vault.
 //!
 //! Mounts go through the Secrets Store CSI Driver's own provider client
 //! (`tests/driver-client`, v1.6 build, its `storm` subcommand); Vault requests
@@ -14,6 +16,8 @@
 //!
 //! Usage (through cargo, which passes `--bench`):
 //! `cargo bench --bench provider -- [--quick] [--write BENCHMARKS.md]`.
+//! `-- --only tenants` runs section 7 alone; with `--write` it replaces only
+//! that section of the file (`make bench-tenants`).
 //! `cargo test --all-targets` runs this file without `--bench`: it then does
 //! nothing, so `make test` never runs the benchmark.
 
@@ -22,6 +26,7 @@ mod support;
 
 mod clients;
 mod report;
+mod tenants;
 mod vault;
 
 use std::process::{Command, ExitCode};
@@ -71,6 +76,28 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    match args
+        .iter()
+        .position(|a| a == "--only")
+        .map(|i| args.get(i + 1))
+    {
+        None => {}
+        Some(Some(section)) if section == "tenants" => {
+            let section = runtime.block_on(only_tenants(scale)).markdown(true);
+            println!("{section}");
+            if let Some(path) = write {
+                let file = std::fs::read_to_string(&path).unwrap_or_default();
+                std::fs::write(&path, report::replace_section(&file, &section))
+                    .expect("write the report");
+                eprintln!("bench: section 7 replaced in {path}");
+            }
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("--only takes `tenants` (got {other:?})");
+            return ExitCode::FAILURE;
+        }
+    }
     let report = runtime.block_on(run(scale)).markdown();
     println!("{report}");
     if let Some(path) = write {
@@ -150,6 +177,8 @@ async fn run(scale: Scale) -> Results {
         progress(&format!("5. memory with {} cached pods", scale.cached_pods));
         cached.push(cached_memory(&f, &client, &volumes, scale, kind).await);
     }
+    f.set_audit(false).await;
+    let tenants = tenants::run(&f, &client, &volumes, scale).await;
     let kib = |values: Vec<u64>| median(&values.into_iter().map(|v| v as f64).collect::<Vec<_>>());
     let memory = Memory {
         startup_ms,
@@ -169,7 +198,16 @@ async fn run(scale: Scale) -> Results {
         storms,
         rotation,
         memory,
+        tenants,
     }
+}
+
+/// Section 7 alone, on its own OpenBao.
+async fn only_tenants(scale: Scale) -> report::Tenants {
+    progress("starting OpenBao and setting it up");
+    let f = Fixture::start().await;
+    f.set_audit(false).await;
+    tenants::run(&f, &DriverClient::v1_6(), &Volumes::new(), scale).await
 }
 
 /// Runs a storm off the async workers (the driver client is a process we wait for).

@@ -52,6 +52,14 @@ pub struct Scale {
     pub cached_pods: usize,
     /// Provider start-ups timed.
     pub startups: usize,
+    /// Mounts of each shape of nested YAML (section 7).
+    pub refusal_samples: usize,
+    /// The victim's sequential Mounts per run, with and without the attack.
+    pub victim_samples: usize,
+    /// Runs of the victim, with and without the attack, alternated.
+    pub victim_reps: usize,
+    /// The attacking tenant's concurrent Mounts.
+    pub attackers: usize,
 }
 
 impl Scale {
@@ -65,6 +73,10 @@ impl Scale {
         rotation_minutes: 3,
         cached_pods: 10_000,
         startups: 10,
+        refusal_samples: 20,
+        victim_samples: 200,
+        victim_reps: 5,
+        attackers: 200,
     };
     pub const QUICK: Scale = Scale {
         quick: true,
@@ -76,6 +88,10 @@ impl Scale {
         rotation_minutes: 2,
         cached_pods: 200,
         startups: 3,
+        refusal_samples: 5,
+        victim_samples: 30,
+        victim_reps: 2,
+        attackers: 40,
     };
 }
 
@@ -161,6 +177,75 @@ pub struct Cached {
     pub fill_seconds: f64,
 }
 
+/// Everything section 7 measured.
+pub struct Tenants {
+    pub date: String,
+    pub load_before: String,
+    pub load_after: String,
+    pub refusals: Vec<Refusal>,
+    pub worst: Vec<Worst>,
+    pub victim: Victim,
+}
+
+/// Mounts of one shape of nested YAML, one after another.
+pub struct Refusal {
+    pub label: &'static str,
+    pub bytes: usize,
+    pub samples: usize,
+    /// Refused with `InvalidArgument` naming `objects`.
+    pub refused: usize,
+    pub first_other: Option<String>,
+    /// End to end through the driver's client, ms.
+    pub median_ms: f64,
+    pub max_ms: f64,
+    /// The provider's own time (`duration_ms` of its `mount failed` line), ms.
+    pub provider_median_ms: f64,
+    pub provider_max_ms: f64,
+}
+
+/// One heavy Mount, `concurrency` at once, on a fresh provider.
+pub struct Worst {
+    pub label: String,
+    pub concurrency: usize,
+    /// e.g. `4 × ResourceExhausted`.
+    pub outcome: String,
+    /// VmHWM of the fresh provider before, and after the Mounts, KiB.
+    pub hwm_before: u64,
+    pub hwm_after: u64,
+    pub seconds: f64,
+    /// The first error's message, shortened.
+    pub first_error: Option<String>,
+}
+
+/// Tenant B's warm Mount with and without tenant A's flood; medians over
+/// repetitions, µs.
+pub struct Victim {
+    pub samples: usize,
+    pub reps: usize,
+    pub attackers: usize,
+    pub base_p50: f64,
+    pub base_p99: f64,
+    pub attack_p50: f64,
+    pub attack_p99: f64,
+    /// Median over repetitions of (p99 under attack / p99 without).
+    pub ratio_p99: f64,
+    pub ratio_p50: f64,
+    /// Most of A's requests the slow server held at once (a request the
+    /// provider gave up on no longer counts).
+    pub held_max: usize,
+    /// A's Mounts in flight in the provider while B measured (smallest seen).
+    pub attack_in_flight: usize,
+    pub victim_failures: usize,
+    pub first_failure: Option<String>,
+}
+
+/// The DaemonSet's memory limit (`daemonset/`: 128Mi).
+pub const MEMORY_LIMIT_MIB: f64 = 128.0;
+/// Refusal of 1 MiB of nested YAML, end to end.
+pub const REFUSAL_TARGET_MS: f64 = 100.0;
+/// The victim's p99 under attack, against without.
+pub const VICTIM_TARGET: f64 = 2.0;
+
 /// Where and how the run happened.
 pub struct Machine {
     pub date: String,
@@ -185,6 +270,7 @@ pub struct Results {
     pub storms: Vec<Storm>,
     pub rotation: Vec<Rotation>,
     pub memory: Memory,
+    pub tenants: Tenants,
 }
 
 fn us(v: f64) -> String {
@@ -322,6 +408,7 @@ impl Results {
             verdict(startup < STARTUP_TARGET_MS)
         )
         .unwrap();
+        write!(w, "{}", self.tenants.summary_rows()).unwrap();
         writeln!(
             w,
             "| Side by side with HashiCorp's `vault-csi-provider` | not run (see 6) | ratios | **missed** |\n"
@@ -567,9 +654,235 @@ impl Results {
              objects one after another, and reads its HMAC Secret from the apiserver on every Mount), the JWT storm \
              (it supports only per-pod Kubernetes/JWT identities), rotation without a certificate cache, and RSS \
              (its manifest asks for 100Mi) — are measured so that a comparison can be added once the module can \
-             be had."
+             be had.\n"
+        )
+        .unwrap();
+        writeln!(w).unwrap();
+        out.push_str(&self.tenants.markdown(false));
+        out
+    }
+}
+
+impl Tenants {
+    /// The slowest refusal, end to end, ms.
+    fn slowest_refusal(&self) -> f64 {
+        self.refusals.iter().map(|r| r.max_ms).fold(0.0, f64::max)
+    }
+
+    fn all_refused(&self) -> bool {
+        self.refusals.iter().all(|r| r.refused == r.samples)
+    }
+
+    /// The highest peak memory of any case, KiB.
+    fn worst_hwm(&self) -> Option<&Worst> {
+        self.worst.iter().max_by_key(|w| w.hwm_after)
+    }
+
+    /// The three rows of the summary table (and of section 7's own).
+    pub fn summary_rows(&self) -> String {
+        let mut out = String::new();
+        let w = &mut out;
+        let median_ms = median(
+            &self
+                .refusals
+                .iter()
+                .map(|r| r.median_ms)
+                .collect::<Vec<_>>(),
+        );
+        writeln!(
+            w,
+            "| Multi-tenant: refusing ~1 MiB of nested `objects` YAML (InvalidArgument), end to end: slowest / median | {} / {} | < {REFUSAL_TARGET_MS} ms | {} |",
+            ms(self.slowest_refusal()),
+            ms(median_ms),
+            verdict(self.all_refused() && self.slowest_refusal() < REFUSAL_TARGET_MS)
+        )
+        .unwrap();
+        if let Some(worst) = self.worst_hwm() {
+            writeln!(
+                w,
+                "| Multi-tenant: provider peak RSS (VmHWM) under the worst Mount within the limits ({} × {}) | {} | < {MEMORY_LIMIT_MIB} MiB (DaemonSet limit) | {} |",
+                worst.concurrency,
+                worst.label,
+                mib(worst.hwm_after as f64),
+                verdict((worst.hwm_after as f64) / 1024.0 < MEMORY_LIMIT_MIB)
+            )
+            .unwrap();
+        }
+        let v = &self.victim;
+        writeln!(
+            w,
+            "| Multi-tenant: another tenant's warm Mount p99 while one tenant floods a slow Vault / without | {:.2}x ({} vs {}; p50 {} vs {}) | ≤ {VICTIM_TARGET}x | {} |",
+            v.ratio_p99,
+            us(v.attack_p99),
+            us(v.base_p99),
+            us(v.attack_p50),
+            us(v.base_p50),
+            verdict(v.victim_failures == 0 && v.ratio_p99 <= VICTIM_TARGET)
         )
         .unwrap();
         out
     }
+
+    /// Section 7. `separately`: measured on its own (`make bench-tenants`),
+    /// not in the run the rest of the file comes from.
+    pub fn markdown(&self, separately: bool) -> String {
+        let mut out = String::new();
+        let w = &mut out;
+        writeln!(w, "## 7. Multi-tenant\n").unwrap();
+        if separately {
+            writeln!(
+                w,
+                "Measured separately from the sections above, with `make bench-tenants` \
+                 (`cargo bench --bench provider -- --only tenants --write BENCHMARKS.md`, which replaces only this \
+                 section), on {}; load average (1/5/15 min) {} at the start, {} at the end. Same machine, OpenBao \
+                 and driver client as above; OpenBao's audit device off.\n",
+                self.date, self.load_before, self.load_after
+            )
+            .unwrap();
+        }
+        writeln!(
+            w,
+            "One node's provider serves tenants who do not trust each other. Tenant A attacks; tenant B (another pod \
+             namespace) just mounts. Where a real Vault cannot be made to misbehave (huge, dense or never-ending \
+             answers), a **hostile test server of our own on loopback** plays tenant A's \"Vault\": the provider is \
+             started with it as an allowed origin (`--allowed-vault-addr`), as an operator who allows tenants' own \
+             Vaults would. Every other flag keeps its default (`--max-response-size` 4 MiB, `--max-mount-bytes` \
+             8 MiB, `--max-in-flight-per-namespace` 16, `--mount-timeout` 30 s).\n"
+        )
+        .unwrap();
+        writeln!(w, "| Multi-tenant | Measured | Target | |").unwrap();
+        writeln!(w, "|---|---|---|---|").unwrap();
+        write!(w, "{}", self.summary_rows()).unwrap();
+        writeln!(w).unwrap();
+
+        writeln!(w, "### Refusing nested YAML\n").unwrap();
+        writeln!(
+            w,
+            "One object whose `secretArgs` nests as deep as ~1 MiB of `objects` allows (the parameter's limit is \
+             1 MiB), mounted one after another through the driver's client. End to end: the driver client's \
+             `MountContent` call (the 1 MiB request over the socket included); provider: its own time \
+             (`duration_ms` of its `mount failed` line). Every Mount must be refused with `InvalidArgument` naming \
+             `objects` (\"nested deeper than 32 levels\").\n"
+        )
+        .unwrap();
+        writeln!(
+            w,
+            "| shape | `objects` bytes | refused / Mounts | end to end median | end to end max | provider median | provider max |"
+        )
+        .unwrap();
+        writeln!(w, "|---|---|---|---|---|---|---|").unwrap();
+        for r in &self.refusals {
+            writeln!(
+                w,
+                "| {} | {} | {} / {} | {} | {} | {} | {} |",
+                r.label,
+                r.bytes,
+                r.refused,
+                r.samples,
+                ms(r.median_ms),
+                ms(r.max_ms),
+                ms(r.provider_median_ms),
+                ms(r.provider_max_ms)
+            )
+            .unwrap();
+        }
+        for r in &self.refusals {
+            if let Some(other) = &r.first_other {
+                writeln!(w, "\nNot refused as expected ({}): `{other}`", r.label).unwrap();
+            }
+        }
+        writeln!(w).unwrap();
+
+        writeln!(w, "### The worst single Mount within the limits\n").unwrap();
+        writeln!(
+            w,
+            "Each case on a fresh provider (default budgets), one Mount and then four at once from the same \
+             tenant; VmHWM (peak resident memory, `/proc/<pid>/status`) of the provider before and after, \
+             against the DaemonSet's limit of {MEMORY_LIMIT_MIB} MiB. Template cases need no Vault; the others read \
+             from the hostile test server (its answers are streamed; every other one has no `Content-Length`). \
+             A dense answer is small on the wire but many values once parsed.\n"
+        )
+        .unwrap();
+        writeln!(
+            w,
+            "| Mount | at once | answers | VmHWM before → after | wall time | first error |"
+        )
+        .unwrap();
+        writeln!(w, "|---|---|---|---|---|---|").unwrap();
+        for c in &self.worst {
+            writeln!(
+                w,
+                "| {} | {} | {} | {} → {} | {:.2} s | {} |",
+                c.label,
+                c.concurrency,
+                c.outcome,
+                mib(c.hwm_before as f64),
+                mib(c.hwm_after as f64),
+                c.seconds,
+                c.first_error
+                    .as_deref()
+                    .map_or(String::new(), |e| format!("`{}`", e.replace('|', "\\|")))
+            )
+            .unwrap();
+        }
+        writeln!(w).unwrap();
+
+        let v = &self.victim;
+        writeln!(w, "### Another tenant's latency under a flood\n").unwrap();
+        writeln!(
+            w,
+            "Tenant B (pod namespace `tenant-b`, AppRole, token cached) mounts 1 KV object from the real OpenBao, \
+             {} times in a row (`storm --concurrency 1`), without and then with tenant A's attack, alternating which \
+             comes first, {} repetitions; medians of the repetitions' p50/p99, ratios taken inside each repetition. \
+             The attack: {} concurrent Mounts from pod namespace `tenant-a`, each with its own AppRole identity, \
+             against the slow hostile server, which holds every request until the measurement ends (then answers \
+             403). B is measured once all of A's Mounts are inside the provider (`vsp_mounts_in_flight`) and its \
+             requests are held. The attacker and the victim each run their own driver client process (two \
+             connections to the socket).\n",
+            v.samples, v.reps, v.attackers
+        )
+        .unwrap();
+        writeln!(
+            w,
+            "| B p50 without | B p99 without | B p50 under attack | B p99 under attack | p50 ratio | p99 ratio | A's Mounts in flight during B's run (fewest seen at its end) | A's requests held by the slow server (most at once) | B failures |"
+        )
+        .unwrap();
+        writeln!(w, "|---|---|---|---|---|---|---|---|---|").unwrap();
+        writeln!(
+            w,
+            "| {} | {} | {} | {} | {:.2}x | {:.2}x | {} | {} | {} |",
+            us(v.base_p50),
+            us(v.base_p99),
+            us(v.attack_p50),
+            us(v.attack_p99),
+            v.ratio_p50,
+            v.ratio_p99,
+            v.attack_in_flight,
+            v.held_max,
+            v.victim_failures
+        )
+        .unwrap();
+        if let Some(first) = &v.first_failure {
+            writeln!(w, "\nFirst failure of B: `{first}`").unwrap();
+        }
+        writeln!(w).unwrap();
+        out
+    }
+}
+
+/// `file` (a whole report) with its section 7 replaced by `section`, or
+/// `section` appended when it has none; the rest kept as it is.
+pub fn replace_section(file: &str, section: &str) -> String {
+    const HEADING: &str = "## 7. Multi-tenant";
+    let Some(start) = file.find(HEADING) else {
+        let mut out = file.trim_end().to_owned();
+        out.push_str("\n\n");
+        out.push_str(section);
+        return out;
+    };
+    let after = start + HEADING.len();
+    let end = file[after..]
+        .find("\n## ")
+        .map_or(file.len(), |i| after + i + 1);
+    format!("{}{}{}", &file[..start], section, &file[end..])
 }
