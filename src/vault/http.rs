@@ -266,9 +266,12 @@ async fn send(
         }
     };
     let status = response.status();
+    // Without a Mount's budget (lease calls), the fixed per-response cap.
+    let fixed = ByteBudget::new(MAX_RESPONSE_BYTES, "no flag");
+    let budget = budget.unwrap_or(&fixed);
     // A body cut short (reset, timeout) is as transient as a failed send.
     // The raw body holds the secret in clear: wiped once parsed.
-    let body = read_body(response, what, budget)
+    let body = read_body(response, what, Some(budget))
         .await
         .map(Zeroizing::new)
         .map_err(|err| {
@@ -282,6 +285,14 @@ async fn send(
         if body.is_empty() {
             return Err((
                 VaultError::NotFound(format!("{what}: Vault returned no data")),
+                Retry::Never,
+            ));
+        }
+        // Parsed, a body weighs more than on the wire (a dense `[0,0,…]` of
+        // 4 MB is some 130 MB of values): that is charged before parsing.
+        if budget.charge(parsed_weight(&body)).is_err() {
+            return Err((
+                VaultError::TooLarge(format!("{what}: {}", budget.over())),
                 Retry::Never,
             ));
         }
@@ -440,6 +451,37 @@ fn redirect_policy(allowed: Arc<AllowedOrigins>) -> reqwest::redirect::Policy {
     })
 }
 
+/// Bytes a parsed JSON value takes per value beyond its text: a
+/// `serde_json::Value` is 32 bytes, plus its share of the array or map that
+/// holds it (measured: about 65 bytes per value for a dense array of numbers).
+const PARSED_VALUE_BYTES: usize = 64;
+
+/// What parsing `body` will hold beyond the body itself, from one linear pass:
+/// each value (counted by the separators and openers outside strings, and by
+/// the strings themselves) at [`PARSED_VALUE_BYTES`].
+fn parsed_weight(body: &[u8]) -> usize {
+    let mut values = 1usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in body {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b',' | b'[' | b'{' | b':' => values += 1,
+            _ => {}
+        }
+    }
+    values.saturating_mul(PARSED_VALUE_BYTES)
+}
+
 /// A redirect the policy did not follow.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -500,6 +542,18 @@ async fn read_charged(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parsed_weight_counts_values_not_bytes() {
+        let dense = format!("[{}0]", "0,".repeat(1000));
+        assert_eq!(parsed_weight(dense.as_bytes()), 1002 * PARSED_VALUE_BYTES);
+        // A long string is one value, whatever it holds.
+        let text = format!(r#"{{"data":{{"v":"{}"}}}}"#, r#"a,b:[{\"#.repeat(1000));
+        assert_eq!(parsed_weight(text.as_bytes()), 5 * PARSED_VALUE_BYTES);
+        // What a real KV v2 answer costs: a few KiB at most.
+        let kv = br#"{"request_id":"x","lease_id":"","renewable":false,"lease_duration":0,"data":{"data":{"password":"p","user":"u"},"metadata":{"created_time":"t","deletion_time":"","destroyed":false,"version":3}},"wrap_info":null,"warnings":null,"auth":null}"#;
+        assert!(parsed_weight(kv) < 4096, "{}", parsed_weight(kv));
+    }
 
     #[test]
     fn one_rule_joins_paths_for_reads_and_logins() {
