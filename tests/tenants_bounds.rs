@@ -130,7 +130,9 @@ async fn templates_beyond_the_budget_are_resource_exhausted() {
 
 /// A hostile test server of our own, posing as a tenant-run "Vault": logins
 /// succeed, and every read answers a body of `body_bytes` (streamed, half of
-/// them without a length). Counts the reads it was sent.
+/// them without a length): one long string, or with `dense` an array of
+/// zeros (`[0,0,…]`, small on the wire, large once parsed). Counts the reads
+/// it was sent.
 struct HostileVault {
     addr: String,
     reads: Arc<AtomicUsize>,
@@ -138,6 +140,10 @@ struct HostileVault {
 
 impl HostileVault {
     fn start(body_bytes: usize) -> HostileVault {
+        Self::start_with(body_bytes, false)
+    }
+
+    fn start_with(body_bytes: usize, dense: bool) -> HostileVault {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind hostile server");
         let addr = format!("http://{}", listener.local_addr().unwrap());
         let reads = Arc::new(AtomicUsize::new(0));
@@ -145,13 +151,13 @@ impl HostileVault {
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let counter = counter.clone();
-                std::thread::spawn(move || Self::answer(stream, body_bytes, &counter));
+                std::thread::spawn(move || Self::answer(stream, body_bytes, dense, &counter));
             }
         });
         HostileVault { addr, reads }
     }
 
-    fn answer(mut stream: TcpStream, body_bytes: usize, reads: &AtomicUsize) {
+    fn answer(mut stream: TcpStream, body_bytes: usize, dense: bool, reads: &AtomicUsize) {
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
@@ -186,8 +192,11 @@ impl HostileVault {
             return;
         }
         let n = reads.fetch_add(1, Ordering::SeqCst);
-        let prefix = b"{\"data\":{\"k\":\"";
-        let suffix = b"\"}}";
+        let (prefix, suffix): (&[u8], &[u8]) = if dense {
+            (b"{\"data\":{\"k\":[", b"0]}}")
+        } else {
+            (b"{\"data\":{\"k\":\"", b"\"}}")
+        };
         let filler = body_bytes - prefix.len() - suffix.len();
         let length = if n.is_multiple_of(2) {
             format!("Content-Length: {body_bytes}\r\n")
@@ -201,7 +210,11 @@ impl HostileVault {
         if stream.write_all(prefix).is_err() {
             return;
         }
-        let chunk = vec![b'x'; 64 << 10];
+        let chunk = if dense {
+            b"0,".repeat(32 << 10)
+        } else {
+            vec![b'x'; 64 << 10]
+        };
         let mut left = filler;
         while left > 0 {
             let n = left.min(chunk.len());
@@ -252,6 +265,43 @@ async fn huge_answers_from_a_hostile_vault_are_resource_exhausted() {
     assert!(
         after < MEMORY_LIMIT_KIB,
         "peak memory {after} KiB is above the DaemonSet's limit"
+    );
+    assert_eq!(provider.get("/healthz").await.0, 200);
+}
+
+/// An answer within the byte budget on the wire that would parse into far
+/// more memory (a dense array of numbers: about 65 bytes per value once
+/// parsed) is refused before it is parsed.
+#[tokio::test]
+async fn a_dense_answer_is_charged_for_what_it_parses_into() {
+    let hostile = HostileVault::start_with(3_900_000, true);
+    let provider = Provider::start(&hostile.addr, &[]);
+    let client = driver_clients().remove(0);
+    let before = vm_hwm_kib(&provider);
+    let attributes = json!({
+        "roleId": "any",
+        "objects": "- objectName: dense\n  secretPath: secret/dense\n",
+        "csi.storage.k8s.io/pod.name": "app-0",
+        "csi.storage.k8s.io/pod.namespace": "tenant-a",
+        "csi.storage.k8s.io/pod.uid": "0b7e2f8a-9999-2222-3333-777755556666",
+        "csi.storage.k8s.io/serviceAccount.name": "app",
+    });
+    let secrets = json!({"secretId": "any"}).to_string();
+    let volume = Volume::new();
+    let result = client.mount(&provider, &attributes, &secrets, volume.path());
+    result.expect_err("ResourceExhausted", "--max-response-size");
+    assert!(volume.files().is_empty(), "nothing written");
+    assert_eq!(
+        hostile.reads.load(Ordering::SeqCst),
+        1,
+        "one read, not retried"
+    );
+    let after = vm_hwm_kib(&provider);
+    println!("VmHWM {before} KiB before, {after} KiB after a dense 3.9 MB answer");
+    assert!(
+        after < before + 32 * 1024,
+        "parsing the dense answer took {} KiB",
+        after - before
     );
     assert_eq!(provider.get("/healthz").await.0, 200);
 }
