@@ -92,9 +92,36 @@ impl ByteBudget {
     }
 }
 
+/// Bytes to charge for a parsed JSON value a Mount uses without having read
+/// it itself (a response shared by the single flight, or kept in the lease
+/// cache): its strings' lengths plus 64 bytes per value, about what reading
+/// and parsing it charges the Mount that fetched it.
+pub fn json_weight(value: &serde_json::Value) -> usize {
+    const PER_VALUE: usize = 64;
+    match value {
+        serde_json::Value::String(text) => PER_VALUE + text.len(),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .fold(PER_VALUE, |sum, item| sum.saturating_add(json_weight(item))),
+        serde_json::Value::Object(map) => map.iter().fold(PER_VALUE, |sum, (key, item)| {
+            sum.saturating_add(PER_VALUE + key.len())
+                .saturating_add(json_weight(item))
+        }),
+        _ => PER_VALUE,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_weight_counts_values_and_text() {
+        assert_eq!(json_weight(&serde_json::json!(null)), 64);
+        assert_eq!(json_weight(&serde_json::json!("abcd")), 68);
+        assert_eq!(json_weight(&serde_json::json!([0, 0, 0])), 64 * 4);
+        assert_eq!(json_weight(&serde_json::json!({"k": "vv"})), 64 + 65 + 66);
+    }
 
     #[test]
     fn charges_until_over() {

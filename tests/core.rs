@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use fake_vault::{FakeVault, ROLE_ID, SECRET_ID, Secret, kv2};
 use serde_json::json;
-use tonic::Code;
+use tonic::{Code, Status};
 use vault_secrets_provider::proto::{MountRequest, MountResponse};
 use vault_secrets_provider::provider::{MountError, Provider};
 use vault_secrets_provider::request::{Defaults, TlsSettings};
@@ -438,4 +438,47 @@ async fn one_token_serves_every_mount_and_is_renewed_rather_than_replaced() {
         .map(|s| s.token)
         .collect();
     assert_eq!(tokens.len(), 1, "every read used the one token");
+}
+
+/// A Mount is charged for every response it uses, also one it did not read
+/// itself (another Mount's read it joined, or a response kept for its pod):
+/// whether it fits its byte budget does not depend on who else is mounting.
+#[tokio::test]
+async fn a_shared_response_is_charged_to_every_mount_that_uses_it() {
+    let fake = FakeVault::start().await;
+    let pad = "x".repeat(20_000);
+    fake.put("secret/data/s", kv2(json!({"k": "small", "pad": pad})));
+    fake.put("secret/data/t", kv2(json!({"k": "small", "pad": pad})));
+    // Room for one 20 KB answer, not two.
+    let provider = provider(&fake).with_mount_budget(30_000, 30_000);
+    let one = "- {objectName: s, secretPath: secret/data/s, secretKey: k}\n";
+    let two = "- {objectName: s, secretPath: secret/data/s, secretKey: k}\n\
+               - {objectName: t, secretPath: secret/data/t, secretKey: k}\n";
+    provider.mount(&request("pod-0", one)).await.unwrap();
+    let alone = provider.mount(&request("pod-1", two)).await.unwrap_err();
+    assert_eq!(Status::from(alone).code(), Code::ResourceExhausted);
+
+    // Pod b joins pod a's read of s (held at the fake) and reads t itself.
+    fake.hold("secret/data/s");
+    let (req_a, req_b) = (request("pod-a", one), request("pod-b", two));
+    let a = provider.mount(&req_a);
+    let b = provider.mount(&req_b);
+    tokio::pin!(a, b);
+    tokio::select! {
+        r = &mut a => panic!("pod a finished while its read was held: {r:?}"),
+        () = fake.held("secret/data/s", 1) => {}
+    }
+    tokio::select! {
+        r = &mut b => panic!("pod b finished while the read was held: {r:?}"),
+        () = async {
+            while provider.reads_following() == 0 {
+                tokio::task::yield_now().await;
+            }
+        } => {}
+    }
+    fake.release("secret/data/s");
+    let (a, b) = tokio::join!(a, b);
+    assert_eq!(files(&a.unwrap())["s"], "small");
+    let err = b.expect_err("pod b holds both answers: over its budget");
+    assert_eq!(Status::from(err).code(), Code::ResourceExhausted);
 }

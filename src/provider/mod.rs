@@ -432,10 +432,12 @@ impl Provider {
                 )
                 .await
         };
-        self.leases
-            .get(&key, percent, fetch, renew)
-            .await
-            .map(|(r, _)| r)
+        let (response, outcome) = self.leases.get(&key, percent, fetch, renew).await?;
+        if outcome != leases::Outcome::Fetched {
+            // Kept from an earlier Mount: this one holds it all the same.
+            charge_shared(budget, source, &response)?;
+        }
+        Ok(response)
     }
 
     /// Reads are shared between simultaneous Mounts of one identity; writes
@@ -459,11 +461,27 @@ impl Provider {
                 .reads
                 .run(&(identity.clone(), source.clone()), read)
                 .await;
-            result.map(|r| (r, role))
+            let response = result?;
+            if role == Role::Follower {
+                // The leader's Mount paid for reading it; this one holds it too.
+                charge_shared(budget, source, &response)?;
+            }
+            Ok((response, role))
         } else {
             read().await.map(|r| (r, Role::Leader))
         }
     }
+}
+
+/// Charges `budget` for a response this Mount did not read itself.
+fn charge_shared(
+    budget: &ByteBudget,
+    source: &Source,
+    response: &Response,
+) -> Result<(), VaultError> {
+    budget
+        .charge(crate::budget::json_weight(response))
+        .map_err(|over| VaultError::TooLarge(format!("{}: {over}", source.display_path())))
 }
 
 /// Every object rendered and versioned, templates last; the files are
