@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use serde_json::json;
 use support::deployment::Deployment;
-use support::provider::{Provider, Volume, driver_clients};
+use support::provider::{Provider, Volume, driver_clients, mount_fresh};
 
 /// The DaemonSet's memory limit.
 const MEMORY_LIMIT_KIB: u64 = 128 << 10;
@@ -227,18 +227,9 @@ impl HostileVault {
     }
 }
 
-#[tokio::test]
-async fn huge_answers_from_a_hostile_vault_are_resource_exhausted() {
-    let hostile = HostileVault::start(8_000_000);
-    // The provider's own Vault is the hostile server, so no address check
-    // stands in the way: what is tested is the byte budget alone.
-    let provider = Provider::start(&hostile.addr, &[]);
-    let client = driver_clients().remove(0);
-    let before = vm_hwm_kib(&provider);
-
-    let objects: String = (0..40)
-        .map(|i| format!("- objectName: o{i}\n  secretPath: secret/big{i}\n  secretKey: k\n"))
-        .collect();
+/// One Mount of tenant A's `objects` from the hostile server (the provider's
+/// own Vault): it must fail with `ResourceExhausted` and write nothing.
+fn mount_from_hostile(provider: &Provider, objects: &str) {
     let attributes = json!({
         "roleId": "any",
         "objects": objects,
@@ -248,10 +239,22 @@ async fn huge_answers_from_a_hostile_vault_are_resource_exhausted() {
         "csi.storage.k8s.io/serviceAccount.name": "app",
     });
     let secrets = json!({"secretId": "any"}).to_string();
-    let volume = Volume::new();
-    let result = client.mount(&provider, &attributes, &secrets, volume.path());
+    let (result, _) = mount_fresh(provider, &attributes, &secrets);
     result.expect_err("ResourceExhausted", "--max-response-size");
-    assert!(volume.files().is_empty(), "nothing written");
+}
+
+#[tokio::test]
+async fn huge_answers_from_a_hostile_vault_are_resource_exhausted() {
+    let hostile = HostileVault::start(8_000_000);
+    // The provider's own Vault is the hostile server, so no address check
+    // stands in the way: what is tested is the byte budget alone.
+    let provider = Provider::start(&hostile.addr, &[]);
+    let before = vm_hwm_kib(&provider);
+
+    let objects: String = (0..40)
+        .map(|i| format!("- objectName: o{i}\n  secretPath: secret/big{i}\n  secretKey: k\n"))
+        .collect();
+    mount_from_hostile(&provider, &objects);
     assert!(
         hostile.reads.load(Ordering::SeqCst) > 0,
         "the reads reached it"
@@ -276,21 +279,11 @@ async fn huge_answers_from_a_hostile_vault_are_resource_exhausted() {
 async fn a_dense_answer_is_charged_for_what_it_parses_into() {
     let hostile = HostileVault::start_with(3_900_000, true);
     let provider = Provider::start(&hostile.addr, &[]);
-    let client = driver_clients().remove(0);
     let before = vm_hwm_kib(&provider);
-    let attributes = json!({
-        "roleId": "any",
-        "objects": "- objectName: dense\n  secretPath: secret/dense\n",
-        "csi.storage.k8s.io/pod.name": "app-0",
-        "csi.storage.k8s.io/pod.namespace": "tenant-a",
-        "csi.storage.k8s.io/pod.uid": "0b7e2f8a-9999-2222-3333-777755556666",
-        "csi.storage.k8s.io/serviceAccount.name": "app",
-    });
-    let secrets = json!({"secretId": "any"}).to_string();
-    let volume = Volume::new();
-    let result = client.mount(&provider, &attributes, &secrets, volume.path());
-    result.expect_err("ResourceExhausted", "--max-response-size");
-    assert!(volume.files().is_empty(), "nothing written");
+    mount_from_hostile(
+        &provider,
+        "- objectName: dense\n  secretPath: secret/dense\n",
+    );
     assert_eq!(
         hostile.reads.load(Ordering::SeqCst),
         1,
