@@ -204,6 +204,36 @@ fn attributes(d: &Deployment, namespace: &str, pod: &str, uid: &str, secret: &st
     a
 }
 
+/// Creates `theirs` (a Secret named `theirs`, not ours), mounts a pod of
+/// `namespace` that asks to sync into it: the Mount fails with
+/// FailedPrecondition and the Secret gains no owner. Returns it as stored.
+async fn foreign_secret_left_alone(
+    kube: &Kube,
+    provider: &Provider,
+    d: &Deployment,
+    namespace: &str,
+    uid: &str,
+    theirs: Value,
+) -> Value {
+    kube.create(theirs).await;
+    mount_fresh(
+        provider,
+        &attributes(d, namespace, "app-0", uid, "theirs"),
+        &d.secrets(),
+    )
+    .0
+    .expect_err(
+        "FailedPrecondition",
+        "not managed by vault-secrets-provider",
+    );
+    let theirs = kube
+        .get(&format!("/api/v1/namespaces/{namespace}/secrets/theirs"))
+        .await
+        .expect("their Secret");
+    assert!(theirs["metadata"]["ownerReferences"].is_null());
+    theirs
+}
+
 fn owner_uids(secret: &Value) -> Vec<String> {
     let mut uids: Vec<String> = secret["metadata"]["ownerReferences"]
         .as_array()
@@ -300,31 +330,16 @@ async fn mounts_apply_a_secret_owned_by_the_pod_and_never_take_one_over() {
     );
 
     // Someone else's Secret of that name: left alone, the Mount fails.
-    kube.create(json!({
+    let theirs = json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": { "name": "theirs", "namespace": ns },
         "stringData": { "password": "not-from-vault" }
-    }))
-    .await;
-    mount_fresh(
-        &provider,
-        &attributes(&d, &ns, "app-0", &uid0, "theirs"),
-        &d.secrets(),
-    )
-    .0
-    .expect_err(
-        "FailedPrecondition",
-        "not managed by vault-secrets-provider",
-    );
-    let theirs = kube
-        .get(&format!("/api/v1/namespaces/{ns}/secrets/theirs"))
-        .await
-        .expect("their Secret");
+    });
+    let theirs = foreign_secret_left_alone(kube, &provider, &d, &ns, &uid0, theirs).await;
     assert_eq!(
         secret_value(&theirs, "password").as_deref(),
         Some("not-from-vault")
     );
-    assert!(theirs["metadata"]["ownerReferences"].is_null());
 
     // Not a Secret name.
     mount_fresh(
@@ -565,33 +580,18 @@ async fn without_the_policy_the_provider_still_leaves_a_foreign_secret_alone() {
     std::fs::write(&token_file, namesake_account(kube, &ns).await).expect("write token");
     let provider = sync_provider(&d, kube, &token_file);
     let uid = pod(kube, &ns, "app-0").await;
-    kube.create(json!({
+    let theirs = json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": { "name": "theirs", "namespace": ns, "labels": { "team": "a" } },
         "stringData": { "other": "not-from-vault" }
-    }))
-    .await;
-    mount_fresh(
-        &provider,
-        &attributes(&d, &ns, "app-0", &uid, "theirs"),
-        &d.secrets(),
-    )
-    .0
-    .expect_err(
-        "FailedPrecondition",
-        "not managed by vault-secrets-provider",
-    );
-    let theirs = kube
-        .get(&format!("/api/v1/namespaces/{ns}/secrets/theirs"))
-        .await
-        .expect("their Secret");
+    });
+    let theirs = foreign_secret_left_alone(kube, &provider, &d, &ns, &uid, theirs).await;
     assert_eq!(theirs["metadata"]["labels"], json!({ "team": "a" }));
     assert_eq!(
         secret_value(&theirs, "other").as_deref(),
         Some("not-from-vault")
     );
     assert!(secret_value(&theirs, "password").is_none());
-    assert!(theirs["metadata"]["ownerReferences"].is_null());
     // The same account syncs a Secret of its own.
     mount_fresh(
         &provider,
