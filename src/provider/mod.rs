@@ -21,6 +21,8 @@ use futures::{StreamExt as _, TryStreamExt as _};
 
 mod direct;
 pub mod error;
+mod renewal;
+pub mod volumes;
 
 pub use error::MountError;
 
@@ -34,6 +36,7 @@ use crate::vault::leases::{self, LeaseCache, LeaseKey};
 use crate::vault::{Identity, Origin, Token, Vault, VaultError};
 use crate::version::Versioner;
 use crate::write::WriteMode;
+use volumes::Volumes;
 
 /// Most Vault requests one Mount has in flight at once.
 const FETCH_CONCURRENCY: usize = 16;
@@ -95,6 +98,10 @@ fn template_input(
 /// A Vault response, shared between the objects and Mounts that use it.
 type Response = Arc<serde_json::Value>;
 
+/// When a response, or the earliest of several, is due for renewal or
+/// re-fetch: `None` for static data.
+type Due = Option<tokio::time::Instant>;
+
 /// Everything a Mount needs that outlives a single request.
 pub struct Provider {
     vault: Vault,
@@ -111,6 +118,8 @@ pub struct Provider {
     reads: Flights<(Identity, Source), Result<Response, VaultError>>,
     write_mode: WriteMode,
     secret_sync: Option<SecretSync>,
+    /// Direct-mode volumes kept fresh (`None`: response mode).
+    volumes: Option<Arc<Volumes>>,
 }
 
 impl Provider {
@@ -127,6 +136,31 @@ impl Provider {
             reads: Flights::default(),
             write_mode: WriteMode::Response,
             secret_sync: None,
+            volumes: None,
+        }
+    }
+
+    /// In `--write-mode direct`, keeps at most `max_volumes` volumes fresh
+    /// after their Mount, re-reading KV every `interval` (zero: certificates
+    /// and leases only). Takes effect with [`Provider::spawn_background`].
+    pub fn with_volume_refresh(mut self, interval: Duration, max_volumes: usize) -> Self {
+        self.volumes = Some(Arc::new(Volumes::new(interval, max_volumes)));
+        self
+    }
+
+    /// The tracked direct-mode volumes (for metrics and tests).
+    pub fn volumes(&self) -> Option<&Volumes> {
+        self.volumes.as_deref()
+    }
+
+    /// Starts the background work on the current runtime: token and lease
+    /// renewal (both write modes) and, in direct mode, the volume refreshes.
+    pub fn spawn_background(self: &Arc<Self>) {
+        tokio::spawn(renewal::run(self.clone()));
+        if self.write_mode == WriteMode::Direct
+            && let Some(volumes) = &self.volumes
+        {
+            tokio::spawn(volumes.clone().run(self.clone()));
         }
     }
 
@@ -249,9 +283,15 @@ impl Provider {
         match self.write_mode {
             WriteMode::Response => {
                 plan.check_response_mode()?;
-                self.run_and_sync(&plan).await
+                self.run_and_sync(&plan).await.map(|(response, _)| response)
             }
-            WriteMode::Direct => direct::direct(&plan, self.run_and_sync(&plan)).await,
+            WriteMode::Direct => {
+                let written = direct::direct(&plan, self.run_and_sync(&plan)).await?;
+                if let Some(volumes) = &self.volumes {
+                    volumes.track(plan, written.device, written.digest, written.due);
+                }
+                Ok(written.response)
+            }
         }
     }
 
@@ -263,9 +303,9 @@ impl Provider {
 
     /// Runs a plan, then applies its Secret if it asks for one: the Mount
     /// succeeds only if both do.
-    async fn run_and_sync(&self, plan: &MountPlan) -> Result<MountResponse, MountError> {
+    async fn run_and_sync(&self, plan: &MountPlan) -> Result<(MountResponse, Due), MountError> {
         let Some(target) = &plan.sync_secret else {
-            return self.run(plan).await;
+            return self.run_due(plan).await;
         };
         let Some(sync) = &self.secret_sync else {
             return Err(RequestError::invalid(
@@ -274,13 +314,19 @@ impl Provider {
             )
             .into());
         };
-        let response = self.run(plan).await?;
+        let (response, due) = self.run_due(plan).await?;
         sync.apply(target, &response.files).await?;
-        Ok(response)
+        Ok((response, due))
     }
 
     /// Runs a parsed plan.
     pub async fn run(&self, plan: &MountPlan) -> Result<MountResponse, MountError> {
+        self.run_due(plan).await.map(|(response, _)| response)
+    }
+
+    /// Runs a parsed plan; also says when its earliest certificate or lease
+    /// is due for renewal or re-fetch (`None`: nothing dynamic).
+    async fn run_due(&self, plan: &MountPlan) -> Result<(MountResponse, Due), MountError> {
         // Objects sharing a source get one response: a certificate and its
         // key, or a username and its password, always belong together.
         let mut sources: Vec<&Source> = Vec::new();
@@ -301,7 +347,9 @@ impl Provider {
             percent[i] = percent[i].min(object.renewal_percent);
         }
         let budget = self.budget();
-        let responses = self.fetch(plan, &sources, &percent, &budget).await?;
+        let fetched = self.fetch(plan, &sources, &percent, &budget).await?;
+        let due = fetched.iter().filter_map(|(_, due)| *due).min();
+        let responses: Vec<Response> = fetched.into_iter().map(|(r, _)| r).collect();
 
         // Rendering is charged anew: the files are what the response holds.
         let objects = plan.objects.clone();
@@ -323,6 +371,7 @@ impl Provider {
             )
         })
         .await
+        .map(|response| (response, due))
     }
 
     /// Fetches every source with the identity's token. A cached token that
@@ -334,7 +383,7 @@ impl Provider {
         sources: &[&Source],
         percent: &[u8],
         budget: &ByteBudget,
-    ) -> Result<Vec<Response>, MountError> {
+    ) -> Result<Vec<(Response, Due)>, MountError> {
         let (identity, token, origin) = self
             .vault
             .token(&plan.vault, &plan.auth, &plan.pod)
@@ -368,7 +417,7 @@ impl Provider {
         identity: &Identity,
         token: &Token,
         budget: &ByteBudget,
-    ) -> Result<Vec<Response>, (&'a Source, VaultError)> {
+    ) -> Result<Vec<(Response, Due)>, (&'a Source, VaultError)> {
         // Indices rather than references keep the stream's closure free of
         // higher-ranked lifetimes, which the gRPC service's Send bound needs.
         futures::stream::iter(0..sources.len())
@@ -393,12 +442,14 @@ impl Provider {
         identity: &Identity,
         token: &Token,
         budget: &ByteBudget,
-    ) -> Result<Response, VaultError> {
+    ) -> Result<(Response, Due), VaultError> {
         let Some(pod_uid) = plan.pod.uid.as_deref() else {
-            return self
+            let (response, _) = self
                 .shared_read(plan, source, identity, token, budget)
-                .await
-                .map(|(r, _)| r);
+                .await?;
+            let due = leases::classify(&response, percent, tokio::time::Instant::now())
+                .map(|dynamic| dynamic.refresh_at);
+            return Ok((response, due));
         };
         let key = LeaseKey {
             pod_uid: pod_uid.to_owned(),
@@ -437,7 +488,7 @@ impl Provider {
             // Kept from an earlier Mount: this one holds it all the same.
             charge_shared(budget, source, &response)?;
         }
-        Ok(response)
+        Ok((response, self.leases.refresh_at(&key)))
     }
 
     /// Reads are shared between simultaneous Mounts of one identity; writes
