@@ -11,22 +11,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use tokio::time::Instant;
 
 use super::Provider;
 use crate::telemetry::metrics::{Renewed, metrics};
+use crate::vault::Identity;
+use crate::vault::leases::{Lease, LeaseKey};
 
-/// How often the caches are swept for due entries.
-const SWEEP: Duration = Duration::from_secs(1);
+/// Longest wait between sweeps (an entry added meanwhile is found by then).
+const MAX_SWEEP: Duration = Duration::from_secs(1);
+/// Shortest wait between sweeps: each is a scan of both caches.
+const MIN_SWEEP: Duration = Duration::from_millis(100);
 /// Lease renewals running at once.
 const CONCURRENCY: usize = 8;
 
-/// Sweeps forever.
+/// Sweeps forever: at the next entry's renewal point, at most a second and
+/// at least 100 ms after the last sweep (a token with a TTL of seconds must
+/// be renewed within the fraction of a second it allows).
 pub(super) async fn run(provider: Arc<Provider>) {
-    let mut ticks = tokio::time::interval(SWEEP);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await;
-        provider.renew_due().await;
+        let started = Instant::now();
+        let next = provider.renew_due_and_next().await;
+        let wake = next
+            .unwrap_or(started + MAX_SWEEP)
+            .clamp(started + MIN_SWEEP, started + MAX_SWEEP);
+        tokio::time::sleep_until(wake).await;
     }
 }
 
@@ -34,13 +43,27 @@ impl Provider {
     /// Renews every token, then every lease, that is due now; returns how
     /// many renewals succeeded and failed.
     pub async fn renew_due(&self) -> (usize, usize) {
-        let (tokens_ok, tokens_failed) = self.vault.renew_due_tokens().await;
+        let (tokens, _) = self.vault.tokens().due_and_next();
+        let (leases, _) = self.leases.due_and_next();
+        self.renew(tokens, leases).await
+    }
+
+    /// [`renew_due`](Self::renew_due); returns when the next entry is due.
+    async fn renew_due_and_next(&self) -> Option<Instant> {
+        let (tokens, next_token) = self.vault.tokens().due_and_next();
+        let (leases, next_lease) = self.leases.due_and_next();
+        self.renew(tokens, leases).await;
+        next_token.into_iter().chain(next_lease).min()
+    }
+
+    async fn renew(&self, tokens: Vec<Identity>, leases: Vec<(LeaseKey, Lease)>) -> (usize, usize) {
+        let (tokens_ok, tokens_failed) = self.vault.renew_tokens(tokens).await;
         for (ok, n) in [(true, tokens_ok), (false, tokens_failed)] {
             for _ in 0..n {
                 metrics().background_renewal(Renewed::Token, ok);
             }
         }
-        let results = futures::stream::iter(self.leases.due())
+        let results = futures::stream::iter(leases)
             .map(|(key, _)| async move {
                 // A lease is renewed with the token of the identity that got it.
                 let token = self.vault.tokens().peek(&key.identity)?;

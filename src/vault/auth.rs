@@ -74,6 +74,11 @@ impl Vault {
     /// logs in: that needs credentials only a Mount brings.
     pub async fn renew_due_tokens(&self) -> (usize, usize) {
         let due = self.tokens.due();
+        self.renew_tokens(due).await
+    }
+
+    /// Renews these tokens in the background, as [`Vault::renew_due_tokens`].
+    pub async fn renew_tokens(&self, due: Vec<Identity>) -> (usize, usize) {
         let results = futures::stream::iter(due)
             .map(|identity| async move {
                 self.tokens

@@ -323,17 +323,28 @@ impl LeaseCache {
     /// Renewable leases due now (for the background renewal; failed ones
     /// wait for their backoff).
     pub fn due(&self) -> Vec<(LeaseKey, Lease)> {
+        self.due_and_next().0
+    }
+
+    /// [`due`](Self::due), and when the next renewable lease comes due.
+    pub fn due_and_next(&self) -> (Vec<(LeaseKey, Lease)>, Option<Instant>) {
         let now = Instant::now();
-        self.slots
+        let mut next: Option<Instant> = None;
+        let due = self
+            .slots
             .select(|_, kept: &Kept| {
-                let due =
-                    now >= kept.dynamic.refresh_at && kept.retry_at.is_none_or(|at| now >= at);
-                let lease = kept.dynamic.lease.as_ref()?;
-                (due && kept.dynamic.renew).then(|| lease.clone())
+                let lease = kept.dynamic.lease.as_ref().filter(|_| kept.dynamic.renew)?;
+                let at = kept.dynamic.refresh_at.max(kept.retry_at.unwrap_or(now));
+                if at > now {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                    return None;
+                }
+                Some(lease.clone())
             })
             .into_iter()
             .map(|(key, _, lease)| (key, lease))
-            .collect()
+            .collect();
+        (due, next)
     }
 
     /// Renews `key`'s lease in the background, through `renew`, if it is

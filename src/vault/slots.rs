@@ -211,7 +211,7 @@ impl<K: Clone + Eq + Hash, V> SlotMap<K, V> {
     /// is not a use). A linear scan, for the once-a-second renewal sweep.
     pub(super) fn select<R>(
         &self,
-        pick: impl Fn(&K, &V) -> Option<R>,
+        mut pick: impl FnMut(&K, &V) -> Option<R>,
     ) -> Vec<(K, Arc<Slot<V>>, R)> {
         let slots = self.slots();
         slots

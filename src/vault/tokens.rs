@@ -184,15 +184,30 @@ impl TokenCache {
     /// Identities whose token is due for renewal and can be renewed, now
     /// (for the background renewal; failed ones wait for their backoff).
     pub fn due(&self) -> Vec<Identity> {
+        self.due_and_next().0
+    }
+
+    /// [`due`](Self::due), and when the next renewable token comes due.
+    pub fn due_and_next(&self) -> (Vec<Identity>, Option<Instant>) {
         let now = Instant::now();
-        self.slots
+        let mut next: Option<Instant> = None;
+        let due = self
+            .slots
             .select(|_, cached: &Cached| {
-                let due = now >= cached.refresh_at && cached.retry_at.is_none_or(|at| now >= at);
-                (due && cached.token.renewable && cached.alive(now)).then_some(())
+                if !cached.token.renewable || !cached.alive(now) {
+                    return None;
+                }
+                let at = cached.refresh_at.max(cached.retry_at.unwrap_or(now));
+                if at > now {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                    return None;
+                }
+                Some(())
             })
             .into_iter()
             .map(|(identity, _, ())| identity)
-            .collect()
+            .collect();
+        (due, next)
     }
 
     /// Renews `identity`'s token in the background, through `renew`, if it

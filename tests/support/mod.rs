@@ -15,12 +15,14 @@
 //!   `client.mount_fresh(..)` for each of `driver_clients()`.
 //! - `secrets`: every secret the tests create (secret IDs, tokens, values), so that each
 //!   provider's log is checked for leaks when the provider is dropped.
+//! - `jwt`: service-account-like JWTs signed with a key the test holds (`jwt` auth).
 //! - `kube`: the run-wide kube-apiserver that `scripts/with-kubernetes.sh` starts, the
 //!   driver's cluster objects from its own manifests, and the real driver binary
 //!   (v1.5 and v1.6) with `kubelet-sim` playing kubelet.
 pub mod deployment;
 pub mod durable;
 pub mod faults;
+pub mod jwt;
 pub mod kube;
 pub mod openbao;
 pub mod postgres;
