@@ -14,10 +14,10 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::certs::{public_key, unexpired};
 use support::deployment::Deployment;
 use support::jwt::{service_account_jwt, signing_key, tokens_attribute, unix_now};
 use support::provider::{Provider, Volume, assert_log_clean, v16_client};
@@ -32,65 +32,6 @@ fn direct_provider(addr: &str, interval: &str) -> Provider {
 
 fn direct_args(interval: &str) -> [&str; 4] {
     ["--write-mode", "direct", "--refresh-interval", interval]
-}
-
-/// A PKI mount `pki` in `d`'s namespace with a role `app` for `*.svc`, and an
-/// AppRole `fresh` that may issue from it and read `secret/data/app*`.
-async fn pki_and_role(d: &Deployment) -> (String, String) {
-    let bao = d.bao;
-    bao.enable_secrets(&d.ns, "pki", "pki", None).await;
-    bao.api(
-        "POST",
-        &d.ns,
-        "pki/root/generate/internal",
-        Some(json!({"common_name": "ca", "ttl": "24h"})),
-    )
-    .await;
-    bao.api(
-        "POST",
-        &d.ns,
-        "pki/roles/app",
-        Some(json!({"allowed_domains": "svc", "allow_subdomains": true, "max_ttl": "1h", "not_before_duration": "1s"})),
-    )
-    .await;
-    bao.write_policy(
-        &d.ns,
-        "fresh",
-        r#"path "secret/data/app*" { capabilities = ["read"] }
-path "pki/issue/app" { capabilities = ["update"] }"#,
-    )
-    .await;
-    bao.approle(&d.ns, "approle", "fresh", &["fresh"], json!({}))
-        .await
-}
-
-/// Whether the certificate `pem` is still valid now (`openssl x509 -checkend 0`).
-fn unexpired(pem: &str) -> bool {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("cert.pem");
-    std::fs::write(&file, pem).unwrap();
-    Command::new("openssl")
-        .args(["x509", "-noout", "-checkend", "0", "-in"])
-        .arg(&file)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap()
-        .success()
-}
-
-/// The public key of a certificate or a private key, as openssl prints it.
-fn public_key(pem: &str, args: &[&str]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("in.pem");
-    std::fs::write(&file, pem).unwrap();
-    let out = Command::new("openssl")
-        .args(args)
-        .arg("-in")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "openssl {args:?}");
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Polls `read` every 100 ms until it returns `Some`, for at most `within`.
@@ -117,7 +58,7 @@ fn entries(path: &Path) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_and_kv_stay_fresh_without_mounts() {
     let d = Deployment::new("fresh").await;
-    let (role_id, secret_id) = pki_and_role(&d).await;
+    let (role_id, secret_id) = d.pki_issuer().await;
     d.put("app", json!({"k": "one"})).await;
     let issue = "secretPath: pki/issue/app\n  method: PUT\n  secretArgs: {common_name: api.svc, ttl: 8s}\n  renewalPercent: 50";
     let objects = format!(

@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::certs::public_key;
 use support::deployment::{Deployment, RootApp, merge};
 use support::jwt::{service_account_jwt, signing_key, tokens_attribute, unix_now};
 use support::openbao::{OpenBao, unique};
@@ -266,10 +267,10 @@ async fn pki_certificate_is_reused_inside_its_window_then_reissued() {
     let (first, files) = mount_fresh(&provider, &pki.attributes, &pki.secrets);
     let first = first.expect_ok().clone();
     let first_serial = files.read("serial");
-    let cert_key = pubkey(&files.read("tls.crt"), &["x509", "-noout", "-pubkey"]);
+    let cert_key = public_key(&files.read("tls.crt"), &["x509", "-noout", "-pubkey"]);
     assert_eq!(
         cert_key,
-        pubkey(&files.read("tls.key"), &["pkey", "-pubout"]),
+        public_key(&files.read("tls.key"), &["pkey", "-pubout"]),
         "certificate and key must match"
     );
     assert!(
@@ -300,8 +301,8 @@ async fn pki_certificate_is_reused_inside_its_window_then_reissued() {
     assert_ne!(renewed["tls.crt"], first["tls.crt"]);
     assert_ne!(renewed["tls.key"], first["tls.key"]);
     assert_eq!(
-        pubkey(&files.read("tls.crt"), &["x509", "-noout", "-pubkey"]),
-        pubkey(&files.read("tls.key"), &["pkey", "-pubout"])
+        public_key(&files.read("tls.crt"), &["x509", "-noout", "-pubkey"]),
+        public_key(&files.read("tls.key"), &["pkey", "-pubout"])
     );
     assert_eq!(issued_count(&pki.ns).await, 2);
 
@@ -329,20 +330,6 @@ fn verify_chain(ca: &str, cert: &str) {
         "certificate does not verify against ca-chain: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn pubkey(pem: &str, args: &[&str]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("in.pem");
-    std::fs::write(&file, pem).unwrap();
-    let out = Command::new("openssl")
-        .args(args)
-        .arg("-in")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "openssl {args:?}");
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //!
 //! - `openbao`: a real OpenBao server (the run-wide one that `scripts/with-openbao.sh`
 //!   starts, or private ones a test owns) and root-token admin calls to set it up.
+//! - `certs`: certificates and keys checked with `openssl` (validity, public keys).
 //! - `deployment`: a namespace `admin/deployments/<unique>` with KV v2, an AppRole and
 //!   its policy, as in the seed workflow (`Deployment`); the same in the root namespace of
 //!   a server the test owns (`RootApp`); the pod attributes every Mount sends.
@@ -19,6 +20,7 @@
 //! - `kube`: the run-wide kube-apiserver that `scripts/with-kubernetes.sh` starts, the
 //!   driver's cluster objects from its own manifests, and the real driver binary
 //!   (v1.5 and v1.6) with `kubelet-sim` playing kubelet.
+pub mod certs;
 pub mod deployment;
 pub mod durable;
 pub mod faults;
