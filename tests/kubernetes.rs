@@ -627,7 +627,10 @@ spec:
         "nothing written after unpublish"
     );
     assert_eq!(provider.metric("vsp_volumes_tracked").await, 0.0);
-    assert_log_clean(&provider.log(), &[&secret_id, "fresh-kv-first", "fresh-kv-second"]);
+    assert_log_clean(
+        &provider.log(),
+        &[&secret_id, "fresh-kv-first", "fresh-kv-second"],
+    );
 }
 
 #[tokio::test]
