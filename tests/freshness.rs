@@ -128,6 +128,52 @@ async fn certificates_and_kv_stay_fresh_without_mounts() {
     assert_log_clean(&provider.log(), &[&secret_id]);
 }
 
+/// `--refresh-interval 0s`: certificates only. A refresh that a certificate
+/// made due re-issues it and reuses the KV response of the last read: a KV
+/// change stays out of the volume until the next Mount, and each refresh
+/// costs Vault exactly one request (the issue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_refresh_reads_no_kv() {
+    let d = Deployment::new("fresh-cert-only").await;
+    let (role_id, secret_id) = d.pki_issuer().await;
+    d.put("app", json!({"k": "one"})).await;
+    let issue = "secretPath: pki/issue/app\n  method: PUT\n  secretArgs: {common_name: api.svc, ttl: 4s}\n  renewalPercent: 50";
+    let objects = format!(
+        "- objectName: tls.crt\n  {issue}\n  secretKey: certificate\n\
+         - objectName: k\n  secretPath: secret/data/app\n  secretKey: k\n"
+    );
+    let mut attributes = d.attributes(&objects);
+    attributes["roleId"] = json!(role_id);
+    let secrets = json!({"secretId": secret_id}).to_string();
+    let provider = direct_provider(&d.bao.addr, "0s");
+    let volume = Volume::new();
+    let client = v16_client();
+    client
+        .mount(&provider, &attributes, &secrets, volume.path())
+        .expect_ok();
+    d.put("app", json!({"k": "two"})).await;
+    let reads = r#"vsp_vault_requests_total{operation="read",status="2xx"}"#;
+    let first = volume.read("tls.crt");
+    let mut seen = vec![first];
+    while seen.len() < 4 {
+        let cert = wait_for("a new certificate", Duration::from_secs(6), || {
+            let cert = volume.read("tls.crt");
+            (cert != *seen.last().unwrap()).then_some(cert)
+        })
+        .await;
+        seen.push(cert);
+    }
+    assert_eq!(volume.read("k"), "one", "KV is not re-read with interval 0");
+    // The Mount read KV and issued; each refresh since then issued once (a
+    // fourth issue may be under way as we look).
+    let count = provider.metric(reads).await;
+    assert!((5.0..=6.0).contains(&count), "Vault reads: {count}");
+    client
+        .mount(&provider, &attributes, &secrets, volume.path())
+        .expect_ok();
+    assert_eq!(volume.read("k"), "two", "the next Mount reads KV");
+}
+
 /// OpenBao's database engine on `pg` in `d`'s namespace (credentials with a
 /// 4 s TTL and a 14 s max TTL) and an AppRole `db` whose tokens live 3 s
 /// (max 60 s) that may read and renew them: the Mount's attributes and

@@ -7,22 +7,20 @@ use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 
-use super::{Due, MountError};
-use crate::proto::{File, MountResponse};
+use super::{MountError, Ran};
+use crate::proto::File;
 use crate::request::{FileOwner, MountPlan};
 use crate::write::{self, WriteError, check_target};
 
 /// What a direct-mode Mount wrote, for keeping the volume fresh.
 pub(super) struct Written {
-    /// The response, without the files.
-    pub response: MountResponse,
+    /// The run, its response without the files.
+    pub ran: Ran,
     /// The tmpfs written to (`None` if the target is not a mount point of
     /// its own, which the driver's volumes always are).
     pub device: Option<u64>,
     /// What was written ([`super::volumes::digest`]).
     pub digest: [u8; 32],
-    /// When the earliest certificate or lease is due.
-    pub due: Due,
 }
 
 /// One Mount in direct mode: checks the target before `run` contacts Vault,
@@ -30,12 +28,12 @@ pub(super) struct Written {
 /// failed) and returns its response without them.
 pub(super) async fn direct(
     plan: &MountPlan,
-    run: impl Future<Output = Result<(MountResponse, Due), MountError>>,
+    run: impl Future<Output = Result<Ran, MountError>>,
 ) -> Result<Written, MountError> {
     let target = plan.target_path.clone();
     blocking(move || check_target(&target).map(drop)).await?;
-    let (mut response, due) = run.await?;
-    let files = std::mem::take(&mut response.files);
+    let mut ran = run.await?;
+    let files = std::mem::take(&mut ran.response.files);
     let digest = super::volumes::digest(&files);
     let (target, owner) = (plan.target_path.clone(), plan.owner);
     let (outcome, device) = blocking(move || {
@@ -45,10 +43,9 @@ pub(super) async fn direct(
     .await?;
     tracing::debug!(target_path = %plan.target_path.display(), ?outcome, "direct write");
     Ok(Written {
-        response,
+        ran,
         device,
         digest,
-        due,
     })
 }
 

@@ -102,6 +102,28 @@ type Response = Arc<serde_json::Value>;
 /// re-fetch: `None` for static data.
 type Due = Option<tokio::time::Instant>;
 
+/// A run's static (KV) responses, per source, as compact JSON text (`None`
+/// for certificates and leases): what a volume refresh that only a
+/// certificate or lease made due reuses instead of reading KV again.
+type Statics = Vec<Option<Arc<str>>>;
+
+/// How a run fetches its sources: each source's `renewalPercent`, and the
+/// static responses it may reuse.
+#[derive(Clone, Copy)]
+struct Fetching<'r> {
+    percent: &'r [u8],
+    reuse: Option<&'r Statics>,
+}
+
+/// What running a plan gave.
+struct Ran {
+    response: MountResponse,
+    /// When its earliest certificate or lease is due.
+    due: Due,
+    /// Its static responses (kept only in direct mode, for volume refreshes).
+    statics: Statics,
+}
+
 /// Everything a Mount needs that outlives a single request.
 pub struct Provider {
     vault: Vault,
@@ -283,14 +305,14 @@ impl Provider {
         match self.write_mode {
             WriteMode::Response => {
                 plan.check_response_mode()?;
-                self.run_and_sync(&plan).await.map(|(response, _)| response)
+                self.run_and_sync(&plan).await.map(|ran| ran.response)
             }
             WriteMode::Direct => {
                 let written = direct::direct(&plan, self.run_and_sync(&plan)).await?;
                 if let Some(volumes) = &self.volumes {
-                    volumes.track(plan, written.device, written.digest, written.due);
+                    volumes.track(plan, &written);
                 }
-                Ok(written.response)
+                Ok(written.ran.response)
             }
         }
     }
@@ -303,9 +325,9 @@ impl Provider {
 
     /// Runs a plan, then applies its Secret if it asks for one: the Mount
     /// succeeds only if both do.
-    async fn run_and_sync(&self, plan: &MountPlan) -> Result<(MountResponse, Due), MountError> {
+    async fn run_and_sync(&self, plan: &MountPlan) -> Result<Ran, MountError> {
         let Some(target) = &plan.sync_secret else {
-            return self.run_due(plan).await;
+            return self.run_reusing(plan, None).await;
         };
         let Some(sync) = &self.secret_sync else {
             return Err(RequestError::invalid(
@@ -314,19 +336,24 @@ impl Provider {
             )
             .into());
         };
-        let (response, due) = self.run_due(plan).await?;
-        sync.apply(target, &response.files).await?;
-        Ok((response, due))
+        let ran = self.run_reusing(plan, None).await?;
+        sync.apply(target, &ran.response.files).await?;
+        Ok(ran)
     }
 
     /// Runs a parsed plan.
     pub async fn run(&self, plan: &MountPlan) -> Result<MountResponse, MountError> {
-        self.run_due(plan).await.map(|(response, _)| response)
+        self.run_reusing(plan, None).await.map(|ran| ran.response)
     }
 
-    /// Runs a parsed plan; also says when its earliest certificate or lease
-    /// is due for renewal or re-fetch (`None`: nothing dynamic).
-    async fn run_due(&self, plan: &MountPlan) -> Result<(MountResponse, Due), MountError> {
+    /// Runs a parsed plan, taking the static sources from `reuse` (an earlier
+    /// run's [`Statics`]) where it has them; also says when its earliest
+    /// certificate or lease is due for renewal or re-fetch.
+    async fn run_reusing(
+        &self,
+        plan: &MountPlan,
+        reuse: Option<&Statics>,
+    ) -> Result<Ran, MountError> {
         // Objects sharing a source get one response: a certificate and its
         // key, or a username and its password, always belong together.
         let mut sources: Vec<&Source> = Vec::new();
@@ -347,9 +374,26 @@ impl Provider {
             percent[i] = percent[i].min(object.renewal_percent);
         }
         let budget = self.budget();
-        let fetched = self.fetch(plan, &sources, &percent, &budget).await?;
+        let how = Fetching {
+            percent: &percent,
+            reuse,
+        };
+        let fetched = self.fetch(plan, &sources, how, &budget).await?;
         let due = fetched.iter().filter_map(|(_, due)| *due).min();
         let responses: Vec<Response> = fetched.into_iter().map(|(r, _)| r).collect();
+        let statics = if self.volumes.is_some() {
+            let now = tokio::time::Instant::now();
+            responses
+                .iter()
+                .map(|r| {
+                    leases::classify(r, 100, now)
+                        .is_none()
+                        .then(|| Arc::from(r.to_string()))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
 
         // Rendering is charged anew: the files are what the response holds.
         let objects = plan.objects.clone();
@@ -371,7 +415,11 @@ impl Provider {
             )
         })
         .await
-        .map(|response| (response, due))
+        .map(|response| Ran {
+            response,
+            due,
+            statics,
+        })
     }
 
     /// Fetches every source with the identity's token. A cached token that
@@ -381,7 +429,7 @@ impl Provider {
         &self,
         plan: &MountPlan,
         sources: &[&Source],
-        percent: &[u8],
+        how: Fetching<'_>,
         budget: &ByteBudget,
     ) -> Result<Vec<(Response, Due)>, MountError> {
         let (identity, token, origin) = self
@@ -390,7 +438,7 @@ impl Provider {
             .await
             .map_err(MountError::login)?;
         match self
-            .fetch_with(plan, sources, percent, &identity, &token, budget)
+            .fetch_with(plan, sources, how, &identity, &token, budget)
             .await
         {
             Err((_, VaultError::PermissionDenied(_))) if origin == Origin::Cached => {
@@ -401,7 +449,7 @@ impl Provider {
                     .token(&plan.vault, &plan.auth, &plan.pod)
                     .await
                     .map_err(MountError::login)?;
-                self.fetch_with(plan, sources, percent, &identity, &token, budget)
+                self.fetch_with(plan, sources, how, &identity, &token, budget)
                     .await
                     .map_err(|(source, err)| MountError::read(plan, source, err))
             }
@@ -413,7 +461,7 @@ impl Provider {
         &self,
         plan: &MountPlan,
         sources: &[&'a Source],
-        percent: &[u8],
+        how: Fetching<'_>,
         identity: &Identity,
         token: &Token,
         budget: &ByteBudget,
@@ -422,7 +470,14 @@ impl Provider {
         // higher-ranked lifetimes, which the gRPC service's Send bound needs.
         futures::stream::iter(0..sources.len())
             .map(|i| async move {
-                self.fetch_source(plan, sources[i], percent[i], identity, token, budget)
+                if let Some(text) = how.reuse.and_then(|r| r.get(i)).and_then(Option::as_ref) {
+                    let response: Response = Arc::new(
+                        serde_json::from_str(text).expect("JSON text that serde_json wrote"),
+                    );
+                    charge_shared(budget, sources[i], &response).map_err(|err| (i, err))?;
+                    return Ok((response, None));
+                }
+                self.fetch_source(plan, sources[i], how.percent[i], identity, token, budget)
                     .await
                     .map_err(|err| (i, err))
             })

@@ -11,7 +11,10 @@
 //!   certificates and leases),
 //!
 //! and writes the files again, with the same atomic `..data` swap, only when
-//! they changed (a synced Secret follows). Before each refresh, and every
+//! they changed (a synced Secret follows). When only a certificate or a lease
+//! is due, the KV responses of the last read (kept as compact JSON text) are
+//! used again, so a volume costs Vault one KV read per interval plus what its
+//! certificates and leases need, and no more. Before each refresh, and every
 //! [`CHECK_EVERY`] in between, it checks that the target is still the tmpfs it
 //! wrote: a volume whose target is gone, no longer a mount point (the driver
 //! unmounted it) or another mount is forgotten, and nothing is written there.
@@ -39,7 +42,8 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{Due, Provider, direct};
+use super::direct::Written;
+use super::{Due, Provider, Statics, direct};
 use crate::proto::File;
 use crate::request::{AuthMethod, MountPlan};
 use crate::telemetry::metrics::{Refreshed, metrics};
@@ -49,6 +53,15 @@ use crate::vault::{Tenant, Vault};
 const CONCURRENCY: usize = 8;
 /// How often a tracked volume is checked for still being mounted, at most.
 pub const CHECK_EVERY: Duration = Duration::from_secs(30);
+/// "Never" for a schedule: a year away.
+const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// When a volume's plan runs next: at `kv_due` or at the certificate's or
+/// lease's `due`, whichever is first, and not before [`MIN_WAIT`].
+fn next_content(now: Instant, kv_due: Instant, due: Due) -> Instant {
+    kv_due.min(due.unwrap_or(now + FAR)).max(now + MIN_WAIT)
+}
+
 /// Soonest a volume runs again after a refresh: a certificate whose renewal
 /// point has already passed must not make a busy loop.
 const MIN_WAIT: Duration = Duration::from_secs(1);
@@ -97,6 +110,11 @@ struct Volume {
     device: u64,
     /// What is in it now.
     digest: [u8; 32],
+    /// The last run's KV responses, reused when only a certificate or a
+    /// lease is due.
+    statics: Arc<Statics>,
+    /// When KV is next re-read.
+    kv_due: Instant,
     /// When the plan runs again (KV interval, or a certificate or lease).
     content_due: Instant,
     /// When the scheduler looks at it next (content, or the mount check).
@@ -115,6 +133,8 @@ struct Job {
     due: Instant,
     /// Whether the content is due (else only the mount check).
     content: bool,
+    /// KV responses to reuse (`None`: KV is due, read it again).
+    reuse: Option<Arc<Statics>>,
     stale: bool,
 }
 
@@ -151,8 +171,8 @@ impl Volumes {
 
     /// Tracks the volume a Mount just wrote (`digest`) into `device` at the
     /// plan's target, replacing any earlier registration of that target.
-    pub(super) fn track(&self, plan: MountPlan, device: Option<u64>, digest: [u8; 32], due: Due) {
-        let Some(device) = device else {
+    pub(super) fn track(&self, plan: MountPlan, written: &Written) {
+        let Some(device) = written.device else {
             tracing::debug!(
                 target_path = %plan.target_path.display(),
                 "not tracked: the target is not a mount point of its own"
@@ -176,7 +196,8 @@ impl Volumes {
             self.publish();
             return;
         }
-        let content_due = self.next_content(now, due);
+        let kv_due = self.next_kv(now);
+        let content_due = next_content(now, kv_due, written.ran.due);
         let id = state.next_id;
         state.next_id += 1;
         let target = plan.target_path.clone();
@@ -185,7 +206,9 @@ impl Volumes {
             plan: Arc::new(plan),
             tenant: tenant.clone(),
             device,
-            digest,
+            digest: written.digest,
+            statics: Arc::new(written.ran.statics.clone()),
+            kv_due,
             content_due,
             due: content_due.min(now + CHECK_EVERY),
             failures: 0,
@@ -200,16 +223,14 @@ impl Volumes {
         self.wake.notify_one();
     }
 
-    /// When the plan should run next: the earliest of the KV interval (with
-    /// jitter) and `due`, and not before [`MIN_WAIT`].
-    fn next_content(&self, now: Instant, due: Due) -> Instant {
-        let far = now + Duration::from_secs(365 * 24 * 3600);
-        let kv = if self.interval.is_zero() {
-            far
+    /// When KV is next re-read: one interval (±10% jitter) from `now`;
+    /// never with an interval of zero.
+    fn next_kv(&self, now: Instant) -> Instant {
+        if self.interval.is_zero() {
+            now + FAR
         } else {
             now + self.interval.mul_f64(rand::random_range(0.9..=1.1))
-        };
-        kv.min(due.unwrap_or(far)).max(now + MIN_WAIT)
+        }
     }
 
     /// Updates the gauges.
@@ -238,6 +259,8 @@ impl Volumes {
             let Some(volume) = state.by_target.get(&target) else {
                 continue;
             };
+            // KV due within the jitter: read it now, with the certificate.
+            let kv = now + self.interval / 10 >= volume.kv_due;
             jobs.push(Job {
                 id,
                 plan: volume.plan.clone(),
@@ -245,6 +268,7 @@ impl Volumes {
                 digest: volume.digest,
                 due: volume.due,
                 content: now >= volume.content_due,
+                reuse: (!kv).then(|| volume.statics.clone()),
                 stale: volume.stale,
                 target,
             });
@@ -311,26 +335,25 @@ impl Volumes {
             self.finish(job.id, Outcome::Stale, job.due);
             return;
         }
-        let outcome = match provider.run_due(&job.plan).await {
-            Ok((response, due)) => {
+        let outcome = match provider.run_reusing(&job.plan, job.reuse.as_deref()).await {
+            Ok(ran) => {
+                let response = ran.response;
                 let new = digest(&response.files);
+                let done = |rewritten| Outcome::Done {
+                    digest: new,
+                    due: ran.due,
+                    statics: job.reuse.is_none().then(|| Arc::new(ran.statics)),
+                    rewritten,
+                };
                 if new == job.digest {
-                    Outcome::Done {
-                        digest: new,
-                        due,
-                        rewritten: false,
-                    }
+                    done(false)
                 } else if !self.is_current(job.id) {
                     // A Mount replaced this registration meanwhile: its
                     // files are newer than ours.
                     return;
                 } else {
                     match self.write(provider, &job, response.files).await {
-                        Ok(()) => Outcome::Done {
-                            digest: new,
-                            due,
-                            rewritten: true,
-                        },
+                        Ok(()) => done(true),
                         Err(err) => Outcome::Failed(err),
                     }
                 }
@@ -396,20 +419,30 @@ impl Volumes {
             };
             match outcome {
                 None => {}
-                Some(Outcome::Done { digest, due, .. }) => {
+                Some(Outcome::Done {
+                    digest,
+                    due,
+                    statics,
+                    ..
+                }) => {
                     volume.digest = digest;
                     volume.failures = 0;
                     volume.stale = false;
-                    volume.content_due = self.next_content(now, due);
+                    if let Some(statics) = statics {
+                        // KV was read: the interval starts again.
+                        volume.statics = statics;
+                        volume.kv_due = self.next_kv(now);
+                    }
+                    volume.content_due = next_content(now, volume.kv_due, due);
                 }
                 Some(Outcome::Failed(_)) => {
                     volume.failures = volume.failures.saturating_add(1);
                     let backoff = crate::vault::tokens::backoff(volume.failures);
-                    volume.content_due = (now + backoff).min(self.next_content(now, None));
+                    volume.content_due = now + backoff;
                 }
                 Some(Outcome::Stale) => {
                     volume.stale = true;
-                    volume.content_due = self.next_content(now, None).min(now + CHECK_EVERY);
+                    volume.content_due = next_content(now, self.next_kv(now), None);
                 }
             }
             volume.due = volume.content_due.min(now + CHECK_EVERY);
@@ -462,6 +495,8 @@ enum Outcome {
     Done {
         digest: [u8; 32],
         due: Due,
+        /// The KV responses read, if KV was read.
+        statics: Option<Arc<Statics>>,
         rewritten: bool,
     },
     /// Vault, the write or the Secret failed.
