@@ -13,7 +13,8 @@
 #                running `--version` from it (scripts/build-image.sh)
 #   make bench   benchmarks against the performance targets (one OpenBao, release build); writes BENCHMARKS.md
 #                (not part of `make test`; `make bench-quick` is a smoke run that only prints;
-#                `make bench-tenants` measures the multi-tenant section alone and replaces only it)
+#                `make bench-tenants` and `make bench-freshness` measure sections 7 and 8 alone and
+#                replace only theirs)
 #   make vault-server   HashiCorp Vault server (OSS) built from its Go module (tests/peers/vault/)
 #   make peer-provider  HashiCorp's vault-csi-provider, stock and unthrottled, from its source
 #                tarball VSP_PEER_PROVIDER_TARBALL (tests/peers/csi-provider/); both into
@@ -47,7 +48,7 @@ INSTALL_TOOLS := $(TOOLS)/install-tools
 export VSP_TEST_HELM_BIN := $(INSTALL_TOOLS)/bin/helm
 export VSP_TEST_KUSTOMIZE_BIN := $(INSTALL_TOOLS)/bin/kustomize
 
-.PHONY: all build unit test lint image demo bench bench-quick bench-tenants tools openbao driver-clients postgres k8s-tools install-tools vault-server peer-provider clean clean-tools soak fuzz audit
+.PHONY: all build unit test lint image demo bench bench-quick bench-tenants bench-freshness tools openbao driver-clients postgres k8s-tools install-tools vault-server peer-provider clean clean-tools soak fuzz audit
 
 SOAK_SECS ?= 300
 FUZZ_SECS ?= 60
@@ -135,6 +136,9 @@ bench-quick: openbao driver-clients
 
 bench-tenants: openbao driver-clients
 	$(BENCH_ENV) $(CARGO) bench --locked --bench provider -- --only tenants --write BENCHMARKS.md
+
+bench-freshness: openbao driver-clients
+	$(BENCH_ENV) $(CARGO) bench --locked --bench provider -- --only freshness --write BENCHMARKS.md
 
 lint:
 	$(CARGO) fmt --check

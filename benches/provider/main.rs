@@ -8,6 +8,8 @@
 //! 5. Memory (idle, after the runs, with many cached pods) and start-up time.
 //! 7. Multi-tenant (`tenants.rs`): refusing nested YAML, the worst Mount's
 //!    peak memory, another tenant's latency while one floods a slow Vault.
+//! 8. Freshness (`freshness.rs`): direct-mode volumes kept fresh by the
+//!    provider alone: Vault requests, CPU, RSS and lag per tracked volume.
 //!
 //! Mounts go through the Secrets Store CSI Driver's own provider client
 //! (`tests/driver-client`, v1.6 build, its `storm` subcommand); Vault requests
@@ -16,8 +18,9 @@
 //!
 //! Usage (through cargo, which passes `--bench`):
 //! `cargo bench --bench provider -- [--quick] [--write BENCHMARKS.md]`.
-//! `-- --only tenants` runs section 7 alone; with `--write` it replaces only
-//! that section of the file (`make bench-tenants`).
+//! `-- --only tenants` runs section 7 alone, `-- --only freshness` section 8;
+//! with `--write` each replaces only its section of the file
+//! (`make bench-tenants`, `make bench-freshness`).
 //! `cargo test --all-targets` runs this file without `--bench`: it then does
 //! nothing, so `make test` never runs the benchmark.
 
@@ -25,6 +28,7 @@
 mod support;
 
 mod clients;
+mod freshness;
 mod report;
 mod tenants;
 mod vault;
@@ -93,8 +97,19 @@ fn main() -> ExitCode {
             }
             return ExitCode::SUCCESS;
         }
+        Some(Some(section)) if section == "freshness" => {
+            let section = runtime.block_on(only_freshness(scale)).markdown(true);
+            println!("{section}");
+            if let Some(path) = write {
+                let file = std::fs::read_to_string(&path).unwrap_or_default();
+                std::fs::write(&path, report::replace_section(&file, &section))
+                    .expect("write the report");
+                eprintln!("bench: section 8 replaced in {path}");
+            }
+            return ExitCode::SUCCESS;
+        }
         Some(other) => {
-            eprintln!("--only takes `tenants` (got {other:?})");
+            eprintln!("--only takes `tenants` or `freshness` (got {other:?})");
             return ExitCode::FAILURE;
         }
     }
@@ -179,6 +194,9 @@ async fn run(scale: Scale) -> Results {
     }
     f.set_audit(false).await;
     let tenants = tenants::run(&f, &client, &volumes, scale).await;
+    f.set_audit(true).await;
+    let freshness = freshness::run(&f, &client, scale).await;
+    f.set_audit(false).await;
     let kib = |values: Vec<u64>| median(&values.into_iter().map(|v| v as f64).collect::<Vec<_>>());
     let memory = Memory {
         startup_ms,
@@ -199,6 +217,7 @@ async fn run(scale: Scale) -> Results {
         rotation,
         memory,
         tenants,
+        freshness,
     }
 }
 
@@ -208,6 +227,12 @@ async fn only_tenants(scale: Scale) -> report::Tenants {
     let f = Fixture::start().await;
     f.set_audit(false).await;
     tenants::run(&f, &DriverClient::v1_6(), &Volumes::new(), scale).await
+}
+
+async fn only_freshness(scale: Scale) -> freshness::Freshness {
+    progress("starting OpenBao and setting it up");
+    let f = Fixture::start().await;
+    freshness::run(&f, &DriverClient::v1_6(), scale).await
 }
 
 /// Runs a storm off the async workers (the driver client is a process we wait for).

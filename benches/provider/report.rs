@@ -271,6 +271,7 @@ pub struct Results {
     pub rotation: Vec<Rotation>,
     pub memory: Memory,
     pub tenants: Tenants,
+    pub freshness: crate::freshness::Freshness,
 }
 
 fn us(v: f64) -> String {
@@ -659,6 +660,8 @@ impl Results {
         .unwrap();
         writeln!(w).unwrap();
         out.push_str(&self.tenants.markdown(false));
+        out.push('\n');
+        out.push_str(&self.freshness.markdown(false));
         out
     }
 }
@@ -873,14 +876,22 @@ impl Tenants {
 /// `file` (a whole report) with its section 7 replaced by `section`, or
 /// `section` appended when it has none; the rest kept as it is.
 pub fn replace_section(file: &str, section: &str) -> String {
-    const HEADING: &str = "## 7. Multi-tenant";
-    let Some(start) = file.find(HEADING) else {
+    // The section's own heading, up to its title's first word.
+    let heading: String = section
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let Some(start) = file.find(&heading) else {
         let mut out = file.trim_end().to_owned();
         out.push_str("\n\n");
         out.push_str(section);
         return out;
     };
-    let after = start + HEADING.len();
+    let after = start + heading.len();
     let end = file[after..]
         .find("\n## ")
         .map_or(file.len(), |i| after + i + 1);

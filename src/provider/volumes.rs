@@ -401,7 +401,13 @@ impl Volumes {
             Outcome::Failed(_) => Refreshed::Failed,
             Outcome::Stale => Refreshed::Stale,
         };
-        metrics().volume_refreshed(result, now.saturating_duration_since(due));
+        let lag = now.saturating_duration_since(due);
+        metrics().volume_refreshed(result, lag);
+        tracing::debug!(
+            result = ?result,
+            lag_ms = lag.as_secs_f64() * 1e3,
+            "volume refreshed"
+        );
         self.reschedule(id, Some(outcome));
     }
 
