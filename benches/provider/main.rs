@@ -6,6 +6,9 @@
 //! 3. Pod storms: many pods at once, AppRole (2 identities) and JWT (one per pod).
 //! 4. Rotation load with and without the per-pod certificate cache.
 //! 5. Memory (idle, after the runs, with many cached pods) and start-up time.
+//! 6. Side by side with HashiCorp's `vault-csi-provider` (`hashicorp.rs`),
+//!    stock and unthrottled, on JWT auth; needs the peer's builds and a
+//!    kube-apiserver (`make bench` provides both), else says why not.
 //! 7. Multi-tenant (`tenants.rs`): refusing nested YAML, the worst Mount's
 //!    peak memory, another tenant's latency while one floods a slow Vault.
 //!
@@ -17,14 +20,19 @@
 //! Usage (through cargo, which passes `--bench`):
 //! `cargo bench --bench provider -- [--quick] [--write BENCHMARKS.md]`.
 //! `-- --only tenants` runs section 7 alone; with `--write` it replaces only
-//! that section of the file (`make bench-tenants`).
+//! that section of the file (`make bench-tenants`). `-- --only hashicorp` does
+//! the same for section 6 and its summary row (`make bench-hashicorp`).
 //! `cargo test --all-targets` runs this file without `--bench`: it then does
 //! nothing, so `make test` never runs the benchmark.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+#[path = "../../tests/peers/hashicorp.rs"]
+mod hashicorp_peer;
+
 mod clients;
+mod hashicorp;
 mod report;
 mod tenants;
 mod vault;
@@ -87,14 +95,31 @@ fn main() -> ExitCode {
             println!("{section}");
             if let Some(path) = write {
                 let file = std::fs::read_to_string(&path).unwrap_or_default();
-                std::fs::write(&path, report::replace_section(&file, &section))
+                std::fs::write(&path, report::replace_section(&file, "## 7. ", &section))
                     .expect("write the report");
                 eprintln!("bench: section 7 replaced in {path}");
             }
             return ExitCode::SUCCESS;
         }
+        Some(Some(section)) if section == "hashicorp" => {
+            let peer = runtime.block_on(only_hashicorp(scale));
+            let section = peer.markdown(true);
+            println!("{section}");
+            if let Some(path) = write {
+                let file = std::fs::read_to_string(&path).unwrap_or_default();
+                let file = report::replace_section(&file, "## 6. ", &section);
+                let file = report::replace_row(
+                    &file,
+                    "| Side by side with HashiCorp's",
+                    &peer.summary_row(),
+                );
+                std::fs::write(&path, file).expect("write the report");
+                eprintln!("bench: section 6 and its summary row replaced in {path}");
+            }
+            return ExitCode::SUCCESS;
+        }
         Some(other) => {
-            eprintln!("--only takes `tenants` (got {other:?})");
+            eprintln!("--only takes `tenants` or `hashicorp` (got {other:?})");
             return ExitCode::FAILURE;
         }
     }
@@ -178,6 +203,7 @@ async fn run(scale: Scale) -> Results {
         cached.push(cached_memory(&f, &client, &volumes, scale, kind).await);
     }
     f.set_audit(false).await;
+    let peer = hashicorp::run(&f, &client, &volumes, scale).await;
     let tenants = tenants::run(&f, &client, &volumes, scale).await;
     let kib = |values: Vec<u64>| median(&values.into_iter().map(|v| v as f64).collect::<Vec<_>>());
     let memory = Memory {
@@ -198,6 +224,7 @@ async fn run(scale: Scale) -> Results {
         storms,
         rotation,
         memory,
+        peer,
         tenants,
     }
 }
@@ -208,6 +235,14 @@ async fn only_tenants(scale: Scale) -> report::Tenants {
     let f = Fixture::start().await;
     f.set_audit(false).await;
     tenants::run(&f, &DriverClient::v1_6(), &Volumes::new(), scale).await
+}
+
+/// Section 6 alone, on its own OpenBao.
+async fn only_hashicorp(scale: Scale) -> hashicorp::Peer {
+    progress("starting OpenBao and setting it up");
+    let f = Fixture::start().await;
+    f.set_audit(false).await;
+    hashicorp::run(&f, &DriverClient::v1_6(), &Volumes::new(), scale).await
 }
 
 /// Runs a storm off the async workers (the driver client is a process we wait for).
