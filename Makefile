@@ -148,7 +148,7 @@ bench-hashicorp: openbao driver-clients k8s-tools peer-provider
 compat: openbao driver-clients k8s-tools peer-provider postgres
 	VSP_TEST_DRIVER_CLIENT_DIR=$(TOOLS)/bin VSP_TEST_BAO_BIN=$$(scripts/install-openbao.sh) \
 		VSP_TEST_PG_BIN=$$(scripts/install-postgres.sh) VSP_PEER_PROVIDER_DIR=$(PEERS)/bin \
-		scripts/with-kubernetes.sh $(CARGO) test --locked --test compat -- --compat
+		scripts/with-kubernetes.sh $(CARGO) test --locked --test compat -- --compat $(COMPAT_ARGS)
 
 # `--test compat` too: `--all-targets` leaves out targets with `test = false`.
 lint:

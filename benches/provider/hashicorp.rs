@@ -229,8 +229,7 @@ async fn measure(f: &Fixture, client: &DriverClient, volumes: &Volumes, scale: S
             let requests: Vec<Value> = (0..scale.peer_cold)
                 .map(|i| {
                     let pod = format!("{}-cold-{rep}-{i}", subject.tag);
-                    let attributes =
-                        shared_jwt_attributes(f, &kv_objects(STORM_OBJECTS), &pod);
+                    let attributes = shared_jwt_attributes(f, &kv_objects(STORM_OBJECTS), &pod);
                     request(&attributes, "null", &volumes.of(&pod))
                 })
                 .collect();
@@ -261,8 +260,7 @@ async fn measure(f: &Fixture, client: &DriverClient, volumes: &Volumes, scale: S
             let requests: Vec<Value> = (0..scale.storm_pods)
                 .map(|i| {
                     let pod = format!("{}-storm-{rep}-{i}", subject.tag);
-                    let attributes =
-                        shared_jwt_attributes(f, &kv_objects(STORM_OBJECTS), &pod);
+                    let attributes = shared_jwt_attributes(f, &kv_objects(STORM_OBJECTS), &pod);
                     request(&attributes, "null", &volumes.of(&pod))
                 })
                 .collect();
@@ -304,7 +302,10 @@ async fn measure(f: &Fixture, client: &DriverClient, volumes: &Volumes, scale: S
         let started = Instant::now();
         let outcomes = run_storm(client, &subject.dir(), &vec![one; scale.peer_polls], 1);
         let seconds = started.elapsed().as_secs_f64();
-        assert_all_ok(&outcomes, &format!("6. rotation polls of {}", subject.label));
+        assert_all_ok(
+            &outcomes,
+            &format!("6. rotation polls of {}", subject.label),
+        );
         polls.push((f.audit.since(mark), seconds));
     }
     f.set_audit(false).await;
@@ -389,7 +390,11 @@ impl Peer {
     pub fn markdown(&self, separately: bool) -> String {
         let mut out = String::new();
         let w = &mut out;
-        writeln!(w, "## 6. Side by side with HashiCorp's `vault-csi-provider`\n").unwrap();
+        writeln!(
+            w,
+            "## 6. Side by side with HashiCorp's `vault-csi-provider`\n"
+        )
+        .unwrap();
         if separately {
             writeln!(
                 w,
@@ -531,8 +536,12 @@ impl Peer {
             .unwrap();
         };
         for (i, (objects, _, _, _)) in ours.warm.iter().enumerate() {
-            line(format!("warm Mount p50, {objects} object(s)"), &|r| r.warm[i].1);
-            line(format!("warm Mount p99, {objects} object(s)"), &|r| r.warm[i].2);
+            line(format!("warm Mount p50, {objects} object(s)"), &|r| {
+                r.warm[i].1
+            });
+            line(format!("warm Mount p99, {objects} object(s)"), &|r| {
+                r.warm[i].2
+            });
         }
         for (i, (objects, _, _, _)) in ours.warm.iter().enumerate() {
             line(format!("CPU per warm Mount, {objects} object(s)"), &|r| {
@@ -540,9 +549,10 @@ impl Peer {
             });
         }
         line("cold Mount p50".to_owned(), &|r| r.cold_p50);
-        line(format!("storm of {} pods: total time", s.storm_pods), &|r| {
-            r.storm_total_ms
-        });
+        line(
+            format!("storm of {} pods: total time", s.storm_pods),
+            &|r| r.storm_total_ms,
+        );
         line(
             format!("rotation: Vault requests in {} polls", s.peer_polls),
             &|r| r.polls.total as f64,

@@ -913,6 +913,8 @@ pub fn replace_row(file: &str, prefix: &str, row: &str) -> String {
     let Some(start) = file.find(prefix) else {
         return file.to_owned();
     };
-    let end = file[start..].find('\n').map_or(file.len(), |i| start + i + 1);
+    let end = file[start..]
+        .find('\n')
+        .map_or(file.len(), |i| start + i + 1);
     format!("{}{}{}", &file[..start], row, &file[end..])
 }

@@ -14,15 +14,16 @@
 //!
 //! Files must be equal byte for byte, modes included. Allowed, and said so in
 //! the table: Vault's `request_id` in whole-response files; in a PKI issue, the
-//! certificate, its key, serial and expiry (new per issue: both must parse as
+//! certificate, its key, serial and validity times (new per issue: both must parse as
 //! certificates for the requested name); database credentials (a new lease per
 //! Mount: both must be live roles in PostgreSQL, one lease per Mount).
 //! Outcomes must agree (both succeed, or both fail); gRPC codes may differ
 //! (README, migration notes: HashiCorp's provider answers `Unknown` for every
 //! error). Anything else fails the run.
 //!
-//! Not part of `make test`: `cargo test --test compat` with the Makefile's
-//! environment (`make compat`). The peer's SPCs name `https://vault:8200`
+//! Not part of `make test`: `cargo test --test compat -- --compat` with the
+//! Makefile's environment (`make compat`; `COMPAT_ARGS=--verbose` prints
+//! every file and error of both providers). The peer's SPCs name `https://vault:8200`
 //! and TLS files from their kind cluster; both providers are pointed at the
 //! test OpenBao instead (plain HTTP on loopback), the only change made to them.
 
@@ -52,6 +53,9 @@ struct Case {
     spc: &'static str,
     account: &'static str,
     test: &'static str,
+    /// For a pod the suite expects to fail: what its bats test greps the
+    /// pod's events for (Vault's own error), which both messages must carry.
+    refused_with: Option<&'static str>,
 }
 
 /// The pods of `provider.bats` (engine and service account of its nginx chart).
@@ -60,56 +64,67 @@ const CASES: &[Case] = &[
         spc: "vault-kv",
         account: "nginx-kv",
         test: "1 inline volume, file permissions",
+        refused_with: None,
     },
     Case {
         spc: "vault-kv-sync",
         account: "nginx-kv",
         test: "2 sync to a Kubernetes Secret",
+        refused_with: None,
     },
     Case {
         spc: "vault-kv-sync-1",
         account: "nginx-kv",
         test: "4 several SPCs in a pod",
+        refused_with: None,
     },
     Case {
         spc: "vault-kv-sync-2",
         account: "nginx-kv",
         test: "4 several SPCs in a pod",
+        refused_with: None,
     },
     Case {
         spc: "vault-pki",
         account: "nginx-pki",
         test: "5 PUT with secretArgs, whole response",
+        refused_with: None,
     },
     Case {
         spc: "vault-db",
         account: "nginx-db",
         test: "6 dynamic secrets, one read",
+        refused_with: None,
     },
     Case {
         spc: "vault-all",
         account: "nginx-all",
         test: "7 several secret types",
+        refused_with: None,
     },
     Case {
         spc: "vault-kv",
         account: "nginx-pki",
         test: "8 wrong service account: refused",
+        refused_with: Some("service account name not authorized"),
     },
     Case {
         spc: "vault-kv-namespace",
         account: "nginx-kv-namespace",
         test: "9 Vault namespace",
+        refused_with: None,
     },
     Case {
         spc: "vault-kv-custom-audience",
         account: "nginx-kv-custom-audience",
         test: "10 custom audience",
+        refused_with: None,
     },
     Case {
         spc: "vault-kv-jwt-auth",
         account: "nginx-kv",
         test: "12 JWT auth",
+        refused_with: None,
     },
 ];
 
@@ -137,7 +152,8 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    if runtime.block_on(run()) {
+    let verbose = std::env::args().any(|a| a == "--verbose");
+    if runtime.block_on(run(verbose)) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -161,7 +177,11 @@ impl Configs {
             .arg(hashicorp_peer::tarball())
             .arg("-C")
             .arg(dir.path())
-            .args(["--strip-components=1", "--wildcards", "*/test/bats/configs/*"])
+            .args([
+                "--strip-components=1",
+                "--wildcards",
+                "*/test/bats/configs/*",
+            ])
             .status()
             .expect("run tar")
             .success();
@@ -298,8 +318,8 @@ async fn set_up_openbao(
     // identity the test OpenBao does not have). Same validation, same claims.
     let sa_pub = Path::new(&std::env::var("VSP_TEST_KUBE_CA_FILE").expect("VSP_TEST_KUBE_CA_FILE"))
         .with_file_name("sa.pub");
-    let public_key = std::fs::read_to_string(&sa_pub)
-        .unwrap_or_else(|e| panic!("{}: {e}", sa_pub.display()));
+    let public_key =
+        std::fs::read_to_string(&sa_pub).unwrap_or_else(|e| panic!("{}: {e}", sa_pub.display()));
     bao.enable_auth("", "jwt", "jwt").await;
     bao.api(
         "POST",
@@ -470,7 +490,10 @@ async fn attributes(
         ("csi.storage.k8s.io/pod.name", pod.to_owned()),
         ("csi.storage.k8s.io/pod.namespace", TEST_NS.to_owned()),
         ("csi.storage.k8s.io/pod.uid", format!("uid-{pod}")),
-        ("csi.storage.k8s.io/serviceAccount.name", case.account.to_owned()),
+        (
+            "csi.storage.k8s.io/serviceAccount.name",
+            case.account.to_owned(),
+        ),
         ("csi.storage.k8s.io/ephemeral", "false".to_owned()),
         (
             "csi.storage.k8s.io/serviceAccount.tokens",
@@ -494,7 +517,12 @@ struct Answer {
 
 async fn lease_count(bao: &OpenBao) -> usize {
     let (status, body) = bao
-        .api_status("LIST", "", "sys/leases/lookup/database/creds/test-role", None)
+        .api_status(
+            "LIST",
+            "",
+            "sys/leases/lookup/database/creds/test-role",
+            None,
+        )
         .await;
     if status == 404 {
         return 0;
@@ -636,6 +664,7 @@ fn compare_file(
                 "private_key",
                 "serial_number",
                 "expiration",
+                "not_before",
             ]
         } else {
             &["request_id"]
@@ -653,7 +682,8 @@ fn compare_file(
             .as_str()
             .unwrap_or_default();
         for (who, text) in [("ours", ours_text), ("theirs", theirs_text)] {
-            let v: Value = serde_json::from_str(text).map_err(|e| format!("{name} ({who}): {e}"))?;
+            let v: Value =
+                serde_json::from_str(text).map_err(|e| format!("{name} ({who}): {e}"))?;
             for field in ["certificate", "issuing_ca"] {
                 let subject = v["data"][field]
                     .as_str()
@@ -666,7 +696,9 @@ fn compare_file(
                 }
             }
         }
-        return Ok("apart from request_id and the issue (certificate, key, serial, expiry; both parse)");
+        return Ok(
+            "apart from request_id and the issue (certificate, key, serial, expiry; both parse)",
+        );
     }
     if path.starts_with("database/creds/") {
         let key = object["secretKey"].as_str().unwrap_or_default();
@@ -680,7 +712,9 @@ fn compare_file(
                     user.replace('\'', "''")
                 ));
                 if live.trim() != "1" {
-                    return Err(format!("{name} ({who}): {user} is not a role in PostgreSQL"));
+                    return Err(format!(
+                        "{name} ({who}): {user} is not a role in PostgreSQL"
+                    ));
                 }
             }
         }
@@ -704,7 +738,7 @@ struct Row {
     problems: Vec<String>,
 }
 
-async fn run() -> bool {
+async fn run(verbose: bool) -> bool {
     let started = std::time::Instant::now();
     let configs = Configs::extract();
     let spcs = configs.spcs();
@@ -754,7 +788,12 @@ async fn run() -> bool {
                 .unwrap_or_default();
         let by_name: BTreeMap<String, Value> = objects
             .iter()
-            .map(|o| (o["objectName"].as_str().unwrap_or_default().to_owned(), o.clone()))
+            .map(|o| {
+                (
+                    o["objectName"].as_str().unwrap_or_default().to_owned(),
+                    o.clone(),
+                )
+            })
             .collect();
         let pod = format!("nginx-{i}-{}", case.spc.trim_start_matches("vault-"));
         let attrs = attributes(kube, case, params, &bao.addr, &pod).await;
@@ -765,6 +804,37 @@ async fn run() -> bool {
         let t = mount(&bao, &theirs.providers_dir(), &attrs).await;
         let mut problems = Vec::new();
         let mut how: Vec<&str> = Vec::new();
+        if verbose {
+            for (name, (o, _)) in &a.files {
+                let th = t
+                    .files
+                    .get(name)
+                    .map(|(b, _)| b.as_slice())
+                    .unwrap_or_default();
+                eprintln!(
+                    "compat: {} {name}\n  ours:   {}\n  theirs: {}",
+                    case.spc,
+                    String::from_utf8_lossy(o),
+                    String::from_utf8_lossy(th)
+                );
+            }
+            if !a.ok || !t.ok {
+                eprintln!(
+                    "compat: {} ({})\n  ours:   {} {}\n  theirs: {} {}",
+                    case.spc, case.account, a.code, a.message, t.code, t.message
+                );
+            }
+        }
+        if let Some(needle) = case.refused_with {
+            for (who, x) in [("ours", &a), ("theirs", &t)] {
+                if x.ok || !x.message.contains(needle) {
+                    problems.push(format!(
+                        "{who}: expected a refusal carrying {needle:?}, got {} {:?}",
+                        x.code, x.message
+                    ));
+                }
+            }
+        }
         if a.ok != t.ok {
             problems.push(format!(
                 "outcome differs: ours {} {:?}, theirs {} {:?}",
