@@ -13,11 +13,14 @@
 #                running `--version` from it (scripts/build-image.sh)
 #   make bench   benchmarks against the performance targets (one OpenBao, release build); writes BENCHMARKS.md
 #                (not part of `make test`; `make bench-quick` is a smoke run that only prints;
-#                `make bench-tenants` measures the multi-tenant section alone and replaces only it)
+#                `make bench-tenants` measures the multi-tenant section alone and replaces only it;
+#                `make bench-hashicorp` the same for section 6, HashiCorp's provider side by side)
+#   make compat  HashiCorp's e2e SecretProviderClasses (from its tarball) mounted through its provider
+#                and ours, files and outcomes compared; fails on an unexplained difference
 #   make vault-server   HashiCorp Vault server (OSS) built from its Go module (tests/peers/vault/)
 #   make peer-provider  HashiCorp's vault-csi-provider, stock and unthrottled, from its source
 #                tarball VSP_PEER_PROVIDER_TARBALL (tests/peers/csi-provider/); both into
-#                $(VSP_TOOLS_DIR)/peers/bin, neither part of `make test` yet
+#                $(VSP_TOOLS_DIR)/peers/bin; the provider is run by `make bench` and `make compat`
 #
 # Everything the tests need (OpenBao, the driver's Go client, kube-apiserver, etcd, the
 # driver, helm and kustomize built from Go source) is installed by this Makefile into a per-user cache outside
@@ -75,7 +78,7 @@ k8s-tools:
 	@tests/kubernetes/build.sh $(K8S_TOOLS)
 
 # The peers: other projects' servers and providers, built for comparison runs (tests/peers/).
-# Not part of `make test` (yet); each builds once per version into $(PEERS), nice'd.
+# Not part of `make test`; each builds once per version into $(PEERS), nice'd.
 PEERS := $(TOOLS)/peers
 # HashiCorp's provider source, a release tarball (relative to this directory); absent: skipped.
 export VSP_PEER_PROVIDER_TARBALL ?= ../shared/peers/vault-csi-provider-v1.7.4.tar.gz

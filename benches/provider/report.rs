@@ -359,7 +359,7 @@ impl Results {
         .unwrap();
         writeln!(
             w,
-            "- Software: {}; OpenBao {} (dev server, in-memory storage; its file audit device, which counts requests, is on for sections 3–5 only); \
+            "- Software: {}; OpenBao {} (dev server, in-memory storage; its file audit device, which counts requests, is on for sections 3–5 and the counted runs of 6 only); \
              driver client: Secrets Store CSI Driver {}; provider built with the release profile; \
              pod volumes on {}",
             m.rustc,
