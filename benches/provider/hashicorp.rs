@@ -567,8 +567,11 @@ impl Peer {
             "Which row to read: the stock rows are what HashiCorp's release does on a node, its ~5 Mounts/s \
              ceiling included (visible as ~200 ms per warm Mount whatever the object count, and as the storm's \
              Mounts/s); the unthrottled rows compare the engines. In the storm every pod is its own identity, so \
-             every provider makes one login per pod and one read per object: on these two shared cores OpenBao's \
-             logins bound that run, for every provider not held back by the apiserver limiter.\n"
+             every provider makes one login per pod and one read per object ({} logins and {} reads, counted): \
+             for the providers not held back by the apiserver limiter, that run is mostly OpenBao's work on the \
+             same two shared cores, and its total varies with the machine's load from run to run.\n",
+            s.storm_pods,
+            s.storm_pods * STORM_OBJECTS
         )
         .unwrap();
         writeln!(

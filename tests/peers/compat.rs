@@ -697,7 +697,7 @@ fn compare_file(
             }
         }
         return Ok(
-            "apart from request_id and the issue (certificate, key, serial, expiry; both parse)",
+            "apart from request_id and the issue (certificate, key, serial, validity; both parse)",
         );
     }
     if path.starts_with("database/creds/") {
@@ -758,7 +758,7 @@ async fn run(verbose: bool) -> bool {
 
     let mut rows = Vec::new();
     for spc in spcs.keys() {
-        if !CASES.iter().any(|c| &c.spc == spc) {
+        if !CASES.iter().any(|c| c.spc == spc.as_str()) {
             rows.push(Row {
                 spc: spc.clone(),
                 test: "",
@@ -886,10 +886,13 @@ async fn run(verbose: bool) -> bool {
         } else {
             format!("yes: {}", how.join("; "))
         };
-        let outcome = |x: &Answer| {
-            if x.ok {
-                format!("OK, {} files", x.files.len())
-            } else {
+        let outcome = |x: &Answer| match (x.ok, x.files.len(), case.refused_with) {
+            (true, 1, _) => "OK, 1 file".to_owned(),
+            (true, n, _) => format!("OK, {n} files"),
+            (false, _, Some(needle)) if x.message.contains(needle) => {
+                format!("{}, with Vault's \"{needle}\"", x.code)
+            }
+            (false, _, _) => {
                 let message: String = x.message.chars().take(90).collect();
                 format!("{}: {}", x.code, message.replace('|', "\\|"))
             }
