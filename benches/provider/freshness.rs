@@ -91,7 +91,10 @@ pub async fn run(f: &Fixture, client: &DriverClient, scale: Scale) -> Freshness 
         .lines()
         .filter(|l| l.contains("volume refreshed"))
         .collect();
-    let lags_ms: Vec<f64> = refreshed.iter().filter_map(|l| field(l, "lag_ms=")).collect();
+    let lags_ms: Vec<f64> = refreshed
+        .iter()
+        .filter_map(|l| field(l, "lag_ms="))
+        .collect();
     let rewrites = refreshed.iter().filter(|l| l.contains("Rewritten")).count();
     let failed = refreshed.iter().filter(|l| l.contains("Failed")).count();
     drop(provider);
