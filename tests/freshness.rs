@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::certs::{public_key, unexpired};
+use support::certs::watch_certificates;
 use support::deployment::Deployment;
 use support::jwt::{service_account_jwt, signing_key, tokens_attribute, unix_now};
 use support::provider::{Provider, Volume, assert_log_clean, v16_client};
@@ -81,29 +81,19 @@ async fn certificates_and_kv_stay_fresh_without_mounts() {
     let changed = Instant::now();
     d.put("app", json!({"k": "two"})).await;
     let mut kv_seen = None;
-    let mut certificates = vec![volume.read("tls.crt")];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while certificates.len() < 4 {
-        assert!(
-            Instant::now() < deadline,
-            "only {} certificates in 30 s",
-            certificates.len()
-        );
-        let (cert, key) = (volume.read("tls.crt"), volume.read("tls.key"));
-        assert!(unexpired(&cert), "the volume holds an expired certificate");
-        if cert != *certificates.last().unwrap() {
-            assert_eq!(
-                public_key(&cert, &["x509", "-noout", "-pubkey"]),
-                public_key(&key, &["pkey", "-pubout"]),
-                "certificate and key from one issue"
-            );
-            certificates.push(cert);
-        }
-        if kv_seen.is_none() && volume.read("k") == "two" {
-            kv_seen = Some(changed.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let read = |name: &str| volume.read(name);
+    watch_certificates(
+        read,
+        4,
+        Duration::from_millis(200),
+        Duration::from_secs(30),
+        || {
+            if kv_seen.is_none() && volume.read("k") == "two" {
+                kv_seen = Some(changed.elapsed());
+            }
+        },
+    )
+    .await;
     let kv_seen = kv_seen.expect("the KV change was never written");
     assert!(
         kv_seen <= INTERVAL.mul_f64(1.1) + Duration::from_secs(1),

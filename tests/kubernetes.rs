@@ -25,7 +25,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::certs::{public_key, unexpired};
+use support::certs::watch_certificates;
 use support::deployment::Deployment;
 use support::kube::{DRIVER_NAME, Driver, DriverVersion, Kube, Publish, secret_value};
 use support::openbao::{OpenBao, deployment_namespace};
@@ -581,30 +581,19 @@ spec:
     let changed = Instant::now();
     d.put("app", json!({"api-key": "fresh-kv-second"})).await;
     let mut kv_seen = None;
-    let mut certificates = vec![publish.read("tls.crt")];
-    let deadline = Instant::now() + Duration::from_secs(45);
-    while certificates.len() < 4 {
-        assert!(
-            Instant::now() < deadline,
-            "driver {}: {} certificates in 45 s",
-            version.line(),
-            certificates.len()
-        );
-        let (cert, key) = (publish.read("tls.crt"), publish.read("tls.key"));
-        assert!(unexpired(&cert), "the volume holds an expired certificate");
-        if cert != *certificates.last().unwrap() {
-            assert_eq!(
-                public_key(&cert, &["x509", "-noout", "-pubkey"]),
-                public_key(&key, &["pkey", "-pubout"]),
-                "certificate and key from one issue"
-            );
-            certificates.push(cert);
-        }
-        if kv_seen.is_none() && publish.read("api-key") == "fresh-kv-second" {
-            kv_seen = Some(changed.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let read = |name: &str| publish.read(name);
+    watch_certificates(
+        read,
+        4,
+        Duration::from_millis(250),
+        Duration::from_secs(45),
+        || {
+            if kv_seen.is_none() && publish.read("api-key") == "fresh-kv-second" {
+                kv_seen = Some(changed.elapsed());
+            }
+        },
+    )
+    .await;
     let kv_seen = kv_seen.expect("the KV change was never written");
     assert!(
         kv_seen <= Duration::from_millis(3200),

@@ -31,3 +31,38 @@ pub fn public_key(pem: &str, args: &[&str]) -> String {
     assert!(out.status.success(), "openssl {args:?}");
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// Watches a volume's `tls.crt` and `tls.key` (`read(name)` gives a file's
+/// content) until `count` different certificates have been seen, looking
+/// every `every` for at most `within`. At each look the certificate must be
+/// unexpired and, when new, match the key beside it (never one without the
+/// other). `also` runs at each look too (e.g. to watch another file).
+pub async fn watch_certificates(
+    read: impl Fn(&str) -> String,
+    count: usize,
+    every: std::time::Duration,
+    within: std::time::Duration,
+    mut also: impl FnMut(),
+) {
+    let deadline = std::time::Instant::now() + within;
+    let mut certificates = vec![read("tls.crt")];
+    while certificates.len() < count {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} certificates in {within:?}",
+            certificates.len()
+        );
+        let (cert, key) = (read("tls.crt"), read("tls.key"));
+        assert!(unexpired(&cert), "the volume holds an expired certificate");
+        if cert != *certificates.last().unwrap() {
+            assert_eq!(
+                public_key(&cert, &["x509", "-noout", "-pubkey"]),
+                public_key(&key, &["pkey", "-pubout"]),
+                "certificate and key from one issue"
+            );
+            certificates.push(cert);
+        }
+        also();
+        tokio::time::sleep(every).await;
+    }
+}
