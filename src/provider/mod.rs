@@ -359,7 +359,7 @@ impl Provider {
         let mut sources: Vec<&Source> = Vec::new();
         let mut index: HashMap<&Source, usize> = HashMap::new();
         let mut source_of = Vec::with_capacity(plan.objects.len());
-        for object in &plan.objects {
+        for object in plan.objects.iter() {
             let next = sources.len();
             let i = *index.entry(&object.source).or_insert(next);
             if i == next {

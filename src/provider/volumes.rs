@@ -35,7 +35,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
@@ -45,7 +45,7 @@ use tokio::time::Instant;
 use super::direct::Written;
 use super::{Due, Provider, Statics, direct};
 use crate::proto::File;
-use crate::request::{AuthMethod, MountPlan};
+use crate::request::{AuthMethod, MountPlan, ObjectSpec};
 use crate::telemetry::metrics::{Refreshed, metrics};
 use crate::vault::{Tenant, Vault};
 
@@ -99,6 +99,9 @@ struct State {
     targets: HashMap<u64, PathBuf>,
     per_tenant: HashMap<Tenant, usize>,
     next_id: u64,
+    /// One copy of each SecretProviderClass's objects, by digest: the pods of
+    /// one Deployment share it.
+    objects: HashMap<[u8; 32], Weak<[ObjectSpec]>>,
 }
 
 struct Volume {
@@ -181,8 +184,10 @@ impl Volumes {
         };
         let now = Instant::now();
         let tenant = Tenant::new(plan.pod.namespace.as_deref());
+        let mut plan = plan;
         let mut state = self.state();
         state.remove(&plan.target_path);
+        plan.objects = state.share(&plan.objects);
         let held = state.per_tenant.get(&tenant).copied().unwrap_or(0);
         if state.by_target.len() >= self.capacity || held >= self.tenant_cap {
             drop(state);
@@ -477,6 +482,22 @@ impl Volumes {
 }
 
 impl State {
+    /// The tracked copy of `objects` if a volume holds equal ones, else
+    /// `objects`, now the copy others get.
+    fn share(&mut self, objects: &Arc<[ObjectSpec]>) -> Arc<[ObjectSpec]> {
+        let key: [u8; 32] = Sha256::digest(format!("{objects:?}").as_bytes()).into();
+        if let Some(found) = self.objects.get(&key).and_then(Weak::upgrade)
+            && found == *objects
+        {
+            return found;
+        }
+        if self.objects.len() > 2 * self.by_target.len() + 64 {
+            self.objects.retain(|_, weak| weak.strong_count() > 0);
+        }
+        self.objects.insert(key, Arc::downgrade(objects));
+        objects.clone()
+    }
+
     /// Removes the registration of `target`, if any.
     fn remove(&mut self, target: &PathBuf) -> bool {
         let Some(volume) = self.by_target.remove(target) else {

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::AuthPlan;
 use super::auth::parse_auth;
@@ -48,8 +49,9 @@ pub struct MountPlan {
     pub vault: VaultTarget,
     /// How to log in.
     pub auth: AuthPlan,
-    /// What to fetch and write, in `objects` order.
-    pub objects: Vec<ObjectSpec>,
+    /// What to fetch and write, in `objects` order (shared: volumes of one
+    /// SecretProviderClass that the provider keeps fresh hold one copy).
+    pub objects: Arc<[ObjectSpec]>,
     /// Objects composed from the others by templates.
     pub templates: Vec<TemplateSpec>,
     /// File mode for objects without `filePermission`.
@@ -169,7 +171,7 @@ pub fn parse(request: &MountRequest, defaults: &Defaults) -> Result<MountPlan, R
         spc_name: params.get("secretProviderClass"),
         vault,
         auth,
-        objects: objects.vault,
+        objects: objects.vault.into(),
         templates: objects.templates,
         default_mode: parse_permission(&request.permission)?,
         target_path: PathBuf::from(&request.target_path),
