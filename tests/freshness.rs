@@ -165,8 +165,8 @@ async fn a_certificate_refresh_reads_no_kv() {
 }
 
 /// OpenBao's database engine on `pg` in `d`'s namespace (credentials with a
-/// 4 s TTL and a 14 s max TTL) and an AppRole `db` whose tokens live 3 s
-/// (max 60 s) that may read and renew them: the Mount's attributes and
+/// 6 s TTL and a 20 s max TTL) and an AppRole `db` whose tokens live 6 s
+/// (max 2 min) that may read and renew them: the Mount's attributes and
 /// secrets, and the secret ID.
 async fn database(d: &Deployment, pg: &support::postgres::Postgres) -> (Value, String, String) {
     let bao = d.bao;
@@ -192,8 +192,8 @@ async fn database(d: &Deployment, pg: &support::postgres::Postgres) -> (Value, S
         Some(json!({
             "db_name": "pg",
             "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"],
-            "default_ttl": "4s",
-            "max_ttl": "14s",
+            "default_ttl": "6s",
+            "max_ttl": "20s",
         })),
     )
     .await;
@@ -210,7 +210,7 @@ path "sys/leases/renew" { capabilities = ["update"] }"#,
             "approle",
             "db",
             &["db"],
-            json!({"token_ttl": "3s", "token_max_ttl": "60s"}),
+            json!({"token_ttl": "6s", "token_max_ttl": "120s"}),
         )
         .await;
     let objects = "- objectName: username\n  secretPath: database/creds/app\n  secretKey: username\n\
@@ -222,9 +222,9 @@ path "sys/leases/renew" { capabilities = ["update"] }"#,
 }
 
 /// Response mode (the driver writes the files), one Mount and no rotation:
-/// the provider still renews the pod's Vault token (3 s TTL) and its lease
-/// (4 s TTL) in the background, so the credentials the driver wrote keep
-/// logging in to PostgreSQL well past both TTLs.
+/// the provider still renews the pod's Vault token and its lease (6 s TTLs)
+/// in the background, so the credentials the driver wrote keep logging in
+/// to PostgreSQL at twice their TTL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_and_leases_are_renewed_in_the_background() {
     let pg = support::postgres::Postgres::start();
@@ -238,7 +238,7 @@ async fn tokens_and_leases_are_renewed_in_the_background() {
     let (user, password) = (volume.read("username"), volume.read("password"));
     assert!(pg.login(&user, &password));
 
-    tokio::time::sleep(Duration::from_secs(9)).await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
     assert!(
         pg.login(&user, &password),
         "the lease was renewed: the credentials log in after twice their TTL"
@@ -273,18 +273,18 @@ async fn leased_database_credentials_stay_valid_without_mounts() {
     assert!(pg.login(&first_user, &first_password));
     let started = Instant::now();
 
-    // Past the first TTL (4 s): renewed, same credentials, and they still
+    // Past the first TTL (6 s): renewed, same credentials, and they still
     // log in (VALID UNTIL moved with the lease).
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
     assert_eq!(volume.read("username"), first_user);
     assert!(
         pg.login(&first_user, &first_password),
         "renewed credentials log in after their first TTL"
     );
 
-    // The max TTL (14 s) caps the renewals: new credentials in the volume,
+    // The max TTL (20 s) caps the renewals: new credentials in the volume,
     // and whatever the volume holds logs in at every moment until then.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(25);
     let second_user = loop {
         let (user, password) = (volume.read("username"), volume.read("password"));
         if volume.read("username") != user {

@@ -151,12 +151,19 @@ impl Kept {
     /// This entry after a renewal of `lease` that granted `granted`, next
     /// due at `share` of it (`renewalPercent`, less any jitter). A grant
     /// shorter than asked means the max TTL is near: the lease is used until
-    /// then, and new credentials are fetched instead of renewing again.
+    /// then, and new credentials are fetched as long before its end as a
+    /// full grant would leave (not `share` of what little is left, which
+    /// could leave no time at all).
     fn renewed(self, lease: &Lease, granted: Duration, share: f64) -> Self {
         let capped = granted.saturating_add(Duration::from_secs(1)) < lease.duration;
+        let wait = if capped {
+            granted.saturating_sub(lease.duration.mul_f64(1.0 - share))
+        } else {
+            granted.mul_f64(share)
+        };
         Self {
             dynamic: Dynamic {
-                refresh_at: after(Instant::now(), granted.mul_f64(share)),
+                refresh_at: after(Instant::now(), wait),
                 renew: !capped,
                 ..self.dynamic
             },
@@ -539,6 +546,34 @@ mod tests {
             .unwrap();
         assert_eq!(outcome, Outcome::Fetched);
         assert_eq!(replaced["data"]["username"], "b");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_capped_lease_is_replaced_as_early_as_a_full_grant_would_leave() {
+        let cache = LeaseCache::new(10, 1 << 20);
+        cache
+            .get(
+                &key(),
+                67,
+                || async { Ok(leased("a", 100, true)) },
+                no_renew,
+            )
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(68)).await;
+        cache
+            .get(
+                &key(),
+                67,
+                || async { panic!("no fetch") },
+                |_| async { Ok(Duration::from_secs(60)) },
+            )
+            .await
+            .unwrap();
+        // 33 s before its end (what 67% of a full 100 s grant leaves), not
+        // at 67% of the 60 s left (which would leave 20 s).
+        let wait = cache.refresh_at(&key()).unwrap() - Instant::now();
+        assert_eq!(wait, Duration::from_secs(27));
     }
 
     #[tokio::test(start_paused = true)]
