@@ -389,11 +389,7 @@ async fn token_revoked_out_of_band_is_replaced_by_a_new_login() {
 }
 
 async fn revoke_all_tokens(d: &Deployment) {
-    let (_, body) = d
-        .bao
-        .api_status("LIST", &d.ns, "auth/token/accessors", None)
-        .await;
-    for accessor in body["data"]["keys"].as_array().into_iter().flatten() {
+    for accessor in d.bao.token_accessors(&d.ns).await {
         d.bao
             .api(
                 "POST",

@@ -180,19 +180,7 @@ async fn jwt_auth_with_audiences_and_expiry() {
 
 /// The token's accessor, found in the namespace's accessor list.
 async fn accessors(d: &Deployment) -> Vec<String> {
-    let (status, body) = d
-        .bao
-        .api_status("LIST", &d.ns, "auth/token/accessors", None)
-        .await;
-    if status == 404 {
-        return Vec::new();
-    }
-    body["data"]["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k.as_str().unwrap().to_owned())
-        .collect()
+    d.bao.token_accessors(&d.ns).await
 }
 
 #[tokio::test]

@@ -1,5 +1,7 @@
 //! Shared helpers for the integration tests (`mod support;` in each test file).
 //!
+//! - `flavour`: which server the suites run against (OpenBao, or HashiCorp Vault with
+//!   `VSP_TEST_SERVER=vault`), and namespaces as path prefixes on Vault, which has none.
 //! - `openbao`: a real OpenBao server (the run-wide one that `scripts/with-openbao.sh`
 //!   starts, or private ones a test owns) and root-token admin calls to set it up.
 //! - `deployment`: a namespace `admin/deployments/<unique>` with KV v2, an AppRole and
@@ -21,6 +23,7 @@
 pub mod deployment;
 pub mod durable;
 pub mod faults;
+pub mod flavour;
 pub mod kube;
 pub mod openbao;
 pub mod postgres;
