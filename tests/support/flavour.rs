@@ -78,15 +78,26 @@ impl Server {
 /// returns true (the test then returns). Written past the test harness's capture, so the
 /// skip shows in `cargo test`'s output instead of passing silently.
 pub fn skip_without_namespaces() -> bool {
+    skipped(None)
+}
+
+/// Like [`skip_without_namespaces`], for one part of a test (`what`), the rest of which
+/// runs on every server.
+pub fn skip_part_without_namespaces(what: &str) -> bool {
+    skipped(Some(what))
+}
+
+fn skipped(part: Option<&str>) -> bool {
     let server = Server::current();
     if server.has_namespaces() {
         return false;
     }
     let thread = std::thread::current();
     let test = thread.name().unwrap_or("this test");
+    let part = part.map(|p| format!(" ({p})")).unwrap_or_default();
     let _ = writeln!(
         std::io::stderr(),
-        "{test}: skipped on {}: namespaces are Enterprise-only",
+        "{test}{part}: skipped on {}: namespaces are Enterprise-only",
         server.name()
     );
     true
@@ -95,7 +106,8 @@ pub fn skip_without_namespaces() -> bool {
 /// An admin call in namespace `namespace` as the server takes it: unchanged on OpenBao
 /// (the caller sends `X-Vault-Namespace`); on Vault, the path and body of the same call in
 /// the root namespace, with `namespace` as a path prefix (see the module comment).
-/// The token store stays shared (`auth/token/*` is not prefixed).
+/// The token store stays shared (`auth/token/*` is not prefixed); a lease ID in the body
+/// gets the prefix as its mount did.
 pub fn root_request(namespace: &str, path: &str, body: Option<Value>) -> (String, Option<Value>) {
     let ns = namespace.trim_matches('/');
     if ns.is_empty() || Server::current().has_namespaces() {
@@ -104,21 +116,22 @@ pub fn root_request(namespace: &str, path: &str, body: Option<Value>) -> (String
     let path = path.trim_start_matches('/');
     let prefixed = if let Some(rest) = ["sys/mounts/", "sys/auth/", "sys/leases/lookup/"]
         .iter()
-        .find_map(|sys| path.strip_prefix(sys).map(|rest| format!("{sys}{ns}/{rest}")))
-    {
+        .find_map(|sys| {
+            path.strip_prefix(sys)
+                .map(|rest| format!("{sys}{ns}/{rest}"))
+        }) {
         rest
     } else if let Some(name) = path.strip_prefix("sys/policies/acl/") {
         format!("sys/policies/acl/{ns}/{name}")
-    } else if path.starts_with("sys/") || path.starts_with("auth/token/") {
-        path.to_owned()
-    } else if let Some(rest) = path.strip_prefix("auth/") {
-        format!("auth/{ns}/{rest}")
     } else {
-        format!("{ns}/{path}")
+        in_root(ns, path)
     };
     let body = body.map(|mut body| {
         if let Some(hcl) = body.get("policy").and_then(Value::as_str) {
             body["policy"] = Value::String(hcl.replace("path \"", &format!("path \"{ns}/")));
+        }
+        if let Some(lease) = body.get("lease_id").and_then(Value::as_str) {
+            body["lease_id"] = Value::String(format!("{ns}/{lease}"));
         }
         for key in ["token_policies", "policies"] {
             if let Some(names) = body.get(key).and_then(Value::as_array) {
@@ -135,6 +148,26 @@ pub fn root_request(namespace: &str, path: &str, body: Option<Value>) -> (String
         body
     });
     (prefixed, body)
+}
+
+/// Where path `path` of namespace `ns` lives in the root namespace: an auth method's
+/// `auth/<mount>/...` at `auth/ns/<mount>/...` (the token store, `auth/token/`, is shared),
+/// `sys/...` where it is, anything else (a secrets engine) at `ns/path`. `auth` is matched
+/// as the provider matches it, in any case.
+fn in_root(ns: &str, path: &str) -> String {
+    let first = path.split('/').next().unwrap_or_default();
+    if first.eq_ignore_ascii_case("auth") {
+        let rest = path[first.len()..].trim_start_matches('/');
+        if rest.starts_with("token/") {
+            path.to_owned()
+        } else {
+            format!("{first}/{ns}/{rest}")
+        }
+    } else if first == "sys" {
+        path.to_owned()
+    } else {
+        format!("{ns}/{path}")
+    }
 }
 
 /// A Mount's attributes as the server takes them: unchanged on OpenBao; on Vault a
@@ -177,8 +210,8 @@ pub fn prefix_attributes(attributes: &Value) -> Value {
     attributes
 }
 
-/// Each plain `secretPath: <path>` line of `objects` with `ns/` before the path (after
-/// a leading `/v1/` or `/`); quoted or flow-style values are left as written.
+/// Each plain `secretPath: <path>` line of `objects` with the path moved where
+/// [`in_root`] puts it (after a leading `/v1/` or `/`); quoted values are left as written.
 fn prefix_paths(ns: &str, objects: &str) -> String {
     let mut out = String::with_capacity(objects.len());
     for line in objects.split_inclusive('\n') {
@@ -193,7 +226,7 @@ fn prefix_paths(ns: &str, objects: &str) -> String {
             .unwrap_or("");
         let rest = &value[lead.len()..];
         if rest.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-            out.push_str(&format!("{head}{lead}{ns}/{rest}"));
+            out.push_str(&format!("{head}{lead}{}", in_root(ns, rest)));
         } else {
             out.push_str(line);
         }
@@ -205,11 +238,15 @@ fn prefix_paths(ns: &str, objects: &str) -> String {
 fn paths_get_the_namespace_as_a_prefix() {
     let objects = "- objectName: a\n  secretPath: secret/data/app\n\
                    - objectName: b\n  secretPath: /v1/secret/data/app?version=1\n\
-                   - objectName: c\n  secretPath: \"?version=1\"\n";
+                   - objectName: c\n  secretPath: \"?version=1\"\n\
+                   - objectName: d\n  secretPath: auth/cert/login\n\
+                   - objectName: e\n  secretPath: AUTH/token/lookup-self\n";
     assert_eq!(
         prefix_paths("admin/t-x", objects),
         "- objectName: a\n  secretPath: admin/t-x/secret/data/app\n\
          - objectName: b\n  secretPath: /v1/admin/t-x/secret/data/app?version=1\n\
-         - objectName: c\n  secretPath: \"?version=1\"\n"
+         - objectName: c\n  secretPath: \"?version=1\"\n\
+         - objectName: d\n  secretPath: auth/admin/t-x/cert/login\n\
+         - objectName: e\n  secretPath: AUTH/token/lookup-self\n"
     );
 }

@@ -150,6 +150,41 @@ impl OpenBao {
         panic!("could not start a private OpenBao: {last_err}");
     }
 
+    /// A private dev server with a file audit device writing to `audit_log`, the way each
+    /// server takes one: OpenBao only from its configuration file, Vault through the API
+    /// (`sys/audit/<name>`), which OpenBao refuses.
+    pub async fn start_private_audited(audit_log: &std::path::Path) -> PrivateOpenBao {
+        match Server::current() {
+            Server::OpenBao => {
+                let config = audit_log.with_extension("hcl");
+                std::fs::write(
+                    &config,
+                    format!(
+                        "audit \"file\" \"count\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
+                        audit_log.display()
+                    ),
+                )
+                .expect("write the audit configuration");
+                Self::start_private_with(&[format!("-config={}", config.display())]).await
+            }
+            Server::Vault => {
+                let private = Self::start_private().await;
+                private
+                    .api(
+                        "POST",
+                        "",
+                        "sys/audit/count",
+                        Some(json!({
+                            "type": "file",
+                            "options": { "file_path": audit_log.display().to_string() },
+                        })),
+                    )
+                    .await;
+                private
+            }
+        }
+    }
+
     /// Any request, with any token (None = no token header), never panics on HTTP status:
     /// returns (status, body as JSON; Null when empty, a JSON string when not JSON).
     /// `path` is relative to `/v1/` and may carry a query (`secret/data/x?version=1`).
