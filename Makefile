@@ -103,8 +103,10 @@ install-tools:
 # `make test`; their namespace tests say "skipped on HashiCorp Vault" (tests/support/flavour.rs).
 # Their tests that never reach a Vault server (the socket, our stand-in hostile servers, the
 # support code's own unit tests) run once, in the OpenBao pass.
-VAULT_SUITES := mount lifecycle faults tls bad_input security tenants tenants_bounds tenants_fair
+VAULT_SUITES := mount lifecycle faults tls bad_input security tenants tenants_bounds tenants_fair \
+	ops kubernetes
 VAULT_PASS_SKIP := support:: socket_is_private_and_removed_on_sigterm socket_mode_and_owner \
+	healthz_and_readyz_follow_the_socket \
 	redirects_lead_only_to_allowed_origins non_vault_bodies_are_never_quoted \
 	huge_answers_from_a_hostile_vault a_dense_answer_is_charged hostile_answers_never_panic
 
@@ -117,6 +119,7 @@ test: tools
 		scripts/with-openbao.sh $(CARGO) test --locked --all-targets
 	VSP_TEST_DRIVER_CLIENT_DIR=$(TOOLS)/bin VSP_TEST_PG_BIN=$$(scripts/install-postgres.sh) \
 		VSP_TEST_VAULT_BIN=$(PEERS)/bin/vault \
+		scripts/with-kubernetes.sh \
 		scripts/with-vault.sh $(CARGO) test --locked $(VAULT_SUITES:%=--test %) \
 		-- $(VAULT_PASS_SKIP:%=--skip %)
 

@@ -22,6 +22,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::flavour::prefix_attributes;
 use support::kube::{DRIVER_NAME, Driver, DriverVersion, Kube, Publish, secret_value};
 use support::openbao::{OpenBao, deployment_namespace};
 use support::provider::{Provider, assert_log_clean};
@@ -149,6 +150,14 @@ async fn seed_workflow(version: DriverVersion) {
     // ID and a Secret to sync, and the app's pod.
     let ns = kube.namespace(&format!("seed-{}", version.line())).await;
     let node = Driver::new_node_name();
+    // (On HashiCorp Vault, the namespace becomes path prefixes: support::flavour.)
+    let parameters = prefix_attributes(&json!({
+        "vaultAddress": bao.addr,
+        "vaultNamespace": deployment,
+        "roleId": role_id,
+        "objects": "- objectName: db-password\n  secretPath: secret/data/database\n  secretKey: password\n\
+                    - objectName: db-username\n  secretPath: secret/data/database\n  secretKey: username\n  filePermission: 0640\n",
+    }));
     let created = kube
         .create_all(&format!(
             r#"
@@ -175,18 +184,7 @@ metadata:
   namespace: {ns}
 spec:
   provider: vault
-  parameters:
-    vaultAddress: {vault}
-    vaultNamespace: {deployment}
-    roleId: {role_id}
-    objects: |
-      - objectName: db-password
-        secretPath: secret/data/database
-        secretKey: password
-      - objectName: db-username
-        secretPath: secret/data/database
-        secretKey: username
-        filePermission: 0640
+  parameters: {parameters}
   secretObjects:
     - secretName: app-database
       type: Opaque
@@ -197,7 +195,6 @@ spec:
           key: username
 ---
 {pod}"#,
-            vault = bao.addr,
             pod = pod_yaml(&ns, "app-0", &node, "app", Some("app-approle")),
         ))
         .await;
@@ -333,14 +330,8 @@ async fn seed_workflow_through_driver_v1_6() {
 
 /// The metadata of every token issued in an OpenBao namespace (one per login).
 async fn vault_logins(bao: &OpenBao, namespace: &str) -> Vec<Value> {
-    let (status, list) = bao
-        .api_status("LIST", namespace, "auth/token/accessors", None)
-        .await;
-    if status == 404 {
-        return Vec::new();
-    }
     let mut logins = Vec::new();
-    for accessor in list["data"]["keys"].as_array().expect("accessors") {
+    for accessor in bao.token_accessors(namespace).await {
         let token = bao
             .api(
                 "POST",
@@ -409,6 +400,13 @@ async fn kubernetes_auth(version: DriverVersion) {
 
     // A SecretProviderClass for the role, no nodePublishSecretRef: the pod's own
     // token is the credential. The intruder's pod uses it under another account.
+    // (On HashiCorp Vault, the namespace becomes path prefixes: support::flavour.)
+    let parameters = prefix_attributes(&json!({
+        "vaultAddress": bao.addr,
+        "vaultNamespace": deployment,
+        "roleName": "app",
+        "objects": "- objectName: api-key\n  secretPath: secret/data/app\n  secretKey: api-key\n",
+    }));
     let node = Driver::new_node_name();
     kube.create_all(&format!(
         r#"
@@ -431,19 +429,11 @@ metadata:
   namespace: {ns}
 spec:
   provider: vault
-  parameters:
-    vaultAddress: {vault}
-    vaultNamespace: {deployment}
-    roleName: app
-    objects: |
-      - objectName: api-key
-        secretPath: secret/data/app
-        secretKey: api-key
+  parameters: {parameters}
 ---
 {app}
 ---
 {intruder}"#,
-        vault = bao.addr,
         app = pod_yaml(&ns, "app-0", &node, "app", None),
         intruder = pod_yaml(&ns, "intruder-0", &node, "intruder", None),
     ))

@@ -173,6 +173,7 @@ fn in_root(ns: &str, path: &str) -> String {
 /// A Mount's attributes as the server takes them: unchanged on OpenBao; on Vault a
 /// `vaultNamespace` becomes the prefix of each object's `secretPath` and of the auth
 /// mount (`vaultAuthMountPath`, default: the method's name), as [`root_request`] set them up.
+/// Also for a SecretProviderClass's `parameters`, which the real driver passes on as they are.
 /// Attributes naming namespaces per object or for the login are left alone: such a test
 /// is skipped on Vault, or feeds the parser bad input, which no prefix makes good.
 pub fn prefix_attributes(attributes: &Value) -> Value {
@@ -193,11 +194,17 @@ pub fn prefix_attributes(attributes: &Value) -> Value {
     let mut attributes = attributes.clone();
     let map = attributes.as_object_mut().expect("attributes: an object");
     map.remove("vaultNamespace");
+    // The provider's default method: Kubernetes for a `roleName`, else AppRole.
+    let default_method = if map.contains_key("roleName") {
+        "kubernetes"
+    } else {
+        "approle"
+    };
     let method = map
         .get("vaultAuthMethod")
         .and_then(Value::as_str)
-        .unwrap_or("approle")
-        .to_owned();
+        .unwrap_or(default_method)
+        .to_ascii_lowercase();
     let mount = map
         .get("vaultAuthMountPath")
         .and_then(Value::as_str)
