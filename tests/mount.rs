@@ -1,10 +1,10 @@
 //! Mounts through the real driver client (v1.5 with grpc-go 1.56.3, and v1.6)
-//! into our provider process, against a real OpenBao: AppRole login in a
-//! deployment namespace, KV v2 reads, PKI from a central namespace, and every
+//! into our provider process, against a real OpenBao (or HashiCorp Vault): AppRole login in a
+//! deployment namespace, KV v2 and v1 reads, PKI from a central namespace, and every
 //! failure the pod owner must be able to act on.
 //!
-//! Each test creates its own namespace `admin/deployments/<unique>`, so the
-//! tests run in parallel on the one OpenBao of the run.
+//! Each test creates its own namespace `admin/deployments/<unique>` (on Vault, a path
+//! prefix: `support::flavour`), so the tests run in parallel on the one server of the run.
 
 mod support;
 
@@ -114,6 +114,54 @@ async fn single_key_whole_secret_and_data_only() {
         );
     }
     assert_log_clean(&provider.log(), &["pa<ss>&word", "svc-app", &d.secret_id]);
+}
+
+/// KV v1: the secret's fields are the response's `data` itself (no `data.data`, no
+/// metadata, no versions).
+#[tokio::test]
+async fn kv_version_1_secrets() {
+    let d = Deployment::new("kv1").await;
+    d.bao
+        .enable_secrets(&d.ns, "kv1", "kv", Some(json!({"version": "1"})))
+        .await;
+    let data = json!({"password": "kv1-password-value", "port": 5432});
+    support::secrets::register_values(&data);
+    d.bao.api("POST", &d.ns, "kv1/app", Some(data)).await;
+    d.bao
+        .write_policy(
+            &d.ns,
+            "app-read",
+            r#"path "secret/data/app*" { capabilities = ["read"] }
+path "kv1/app" { capabilities = ["read"] }"#,
+        )
+        .await;
+    let provider = provider();
+    let objects = r#"
+- objectName: password
+  secretPath: kv1/app
+  secretKey: password
+- objectName: whole.json
+  secretPath: kv1/app
+- objectName: data.json
+  secretPath: kv1/app
+  render: data
+"#;
+    for (client, volume, _) in mount_all(&provider, &d.attributes(objects), &d.secrets()) {
+        assert_eq!(
+            volume.read("password"),
+            "kv1-password-value",
+            "driver {}",
+            client.version
+        );
+        let whole: Value = serde_json::from_str(&volume.read("whole.json")).unwrap();
+        assert_eq!(whole["data"]["password"], "kv1-password-value");
+        assert!(whole["data"].get("metadata").is_none(), "{whole}");
+        assert_eq!(
+            volume.read("data.json"),
+            r#"{"password":"kv1-password-value","port":5432}"#
+        );
+    }
+    assert_log_clean(&provider.log(), &["kv1-password-value", &d.secret_id]);
 }
 
 #[tokio::test]
