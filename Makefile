@@ -14,12 +14,15 @@
 #                running `--version` from it (scripts/build-image.sh)
 #   make bench   benchmarks against the performance targets (one OpenBao, release build); writes BENCHMARKS.md
 #                (not part of `make test`; `make bench-quick` is a smoke run that only prints;
-#                `make bench-tenants` measures the multi-tenant section alone and replaces only it)
+#                `make bench-tenants`, `make bench-hashicorp` and `make bench-freshness` measure
+#                sections 7, 6 and 8 alone and replace only theirs (6: HashiCorp's provider side by side)
+#   make compat  HashiCorp's e2e SecretProviderClasses (from its tarball) mounted through its provider
+#                and ours, files and outcomes compared; fails on an unexplained difference
 #   make vault-server   HashiCorp Vault server (OSS) built from its Go module (tests/peers/vault/),
 #                the second server of `make test`
 #   make peer-provider  HashiCorp's vault-csi-provider, stock and unthrottled, from its source
-#                tarball VSP_PEER_PROVIDER_TARBALL (tests/peers/csi-provider/), not part of
-#                `make test` yet; both into $(VSP_TOOLS_DIR)/peers/bin
+#                tarball VSP_PEER_PROVIDER_TARBALL (tests/peers/csi-provider/); both into
+#                $(VSP_TOOLS_DIR)/peers/bin; the provider is run by `make bench` and `make compat`
 #
 # Everything the tests need (OpenBao, the driver's Go client, kube-apiserver, etcd, the
 # driver, helm and kustomize built from Go source) is installed by this Makefile into a per-user cache outside
@@ -49,7 +52,7 @@ INSTALL_TOOLS := $(TOOLS)/install-tools
 export VSP_TEST_HELM_BIN := $(INSTALL_TOOLS)/bin/helm
 export VSP_TEST_KUSTOMIZE_BIN := $(INSTALL_TOOLS)/bin/kustomize
 
-.PHONY: all build unit test lint image demo bench bench-quick bench-tenants tools openbao driver-clients postgres k8s-tools install-tools vault-server peer-provider clean clean-tools soak fuzz audit
+.PHONY: all build unit test lint image demo bench bench-quick bench-tenants bench-freshness bench-hashicorp compat tools openbao driver-clients postgres k8s-tools install-tools vault-server peer-provider clean clean-tools soak fuzz audit
 
 SOAK_SECS ?= 300
 FUZZ_SECS ?= 60
@@ -143,20 +146,39 @@ audit:
 	scripts/audit.sh
 
 # benches/provider/ starts its own OpenBao (with an audit device, to count requests).
-BENCH_ENV = VSP_TEST_DRIVER_CLIENT_DIR=$(TOOLS)/bin VSP_TEST_BAO_BIN=$$(scripts/install-openbao.sh)
+# Section 6 runs HashiCorp's provider (make peer-provider) against a local kube-apiserver
+# (scripts/with-kubernetes.sh); without its tarball the section says why it was not measured.
+BENCH_ENV = VSP_TEST_DRIVER_CLIENT_DIR=$(TOOLS)/bin VSP_TEST_BAO_BIN=$$(scripts/install-openbao.sh) \
+	VSP_PEER_PROVIDER_DIR=$(PEERS)/bin
 
-bench: openbao driver-clients
-	$(BENCH_ENV) $(CARGO) bench --locked --bench provider -- --write BENCHMARKS.md
+bench: openbao driver-clients k8s-tools peer-provider
+	$(BENCH_ENV) scripts/with-kubernetes.sh $(CARGO) bench --locked --bench provider -- --write BENCHMARKS.md
 
-bench-quick: openbao driver-clients
-	$(BENCH_ENV) $(CARGO) bench --locked --bench provider -- --quick
+bench-quick: openbao driver-clients k8s-tools peer-provider
+	$(BENCH_ENV) scripts/with-kubernetes.sh $(CARGO) bench --locked --bench provider -- --quick
 
 bench-tenants: openbao driver-clients
 	$(BENCH_ENV) $(CARGO) bench --locked --bench provider -- --only tenants --write BENCHMARKS.md
 
+bench-freshness: openbao driver-clients
+	$(BENCH_ENV) $(CARGO) bench --locked --bench provider -- --only freshness --write BENCHMARKS.md
+
+bench-hashicorp: openbao driver-clients k8s-tools peer-provider
+	$(BENCH_ENV) scripts/with-kubernetes.sh \
+		$(CARGO) bench --locked --bench provider -- --only hashicorp --write BENCHMARKS.md
+
+# HashiCorp's e2e SecretProviderClasses (from its tarball) through both providers, compared
+# (tests/peers/compat.rs); without the tarball it says so and passes.
+compat: openbao driver-clients k8s-tools peer-provider postgres
+	VSP_TEST_DRIVER_CLIENT_DIR=$(TOOLS)/bin VSP_TEST_BAO_BIN=$$(scripts/install-openbao.sh) \
+		VSP_TEST_PG_BIN=$$(scripts/install-postgres.sh) VSP_PEER_PROVIDER_DIR=$(PEERS)/bin \
+		scripts/with-kubernetes.sh $(CARGO) test --locked --test compat -- --compat $(COMPAT_ARGS)
+
+# compat on its own: `--all-targets` leaves out targets with `test = false`.
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --test compat -- -D warnings
 
 image:
 	scripts/build-image.sh

@@ -154,6 +154,19 @@ pub struct ServeArgs {
     #[arg(long, env = "VSP_WRITE_MODE", value_enum, default_value = "response")]
     pub write_mode: WriteMode,
 
+    /// With `--write-mode direct`: how often the provider re-reads each
+    /// volume's objects and rewrites the files that changed, by itself
+    /// (±10% jitter). Certificates and leases are renewed or replaced at
+    /// their `renewalPercent` whatever this says; `0` refreshes only them.
+    #[arg(long, env = "VSP_REFRESH_INTERVAL", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub refresh_interval: Duration,
+
+    /// With `--write-mode direct`: most volumes kept fresh at once (a pod
+    /// namespace may hold a quarter); beyond it, a volume is refreshed only
+    /// by the driver's Mounts.
+    #[arg(long, env = "VSP_MAX_TRACKED_VOLUMES", default_value_t = 10_000)]
+    pub max_tracked_volumes: usize,
+
     /// File holding the key for object versions (created, mode 0600, if
     /// missing). Default: `vault-secrets-provider.key` next to the socket.
     #[arg(long, env = "VSP_VERSION_KEY_FILE")]

@@ -71,6 +71,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .with_lease_capacity(args.lease_cache_size, args.lease_cache_bytes)
         .with_mount_budget(args.max_mount_bytes, args.max_response_size)
         .with_write_mode(args.write_mode);
+    if args.write_mode == WriteMode::Direct {
+        provider = provider.with_volume_refresh(args.refresh_interval, args.max_tracked_volumes);
+    }
     if args.sync_secrets {
         let config = KubeConfig::resolve(
             args.kube_api_server.clone(),
@@ -83,9 +86,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let provider = Arc::new(provider);
     if args.write_mode == WriteMode::Direct {
         tracing::info!(
-            "--write-mode direct: the provider writes files into the pods' tmpfs volumes"
+            refresh_interval = %humantime::format_duration(args.refresh_interval),
+            "--write-mode direct: the provider writes files into the pods' tmpfs volumes \
+             and keeps them fresh"
         );
     }
+    provider.spawn_background();
     tokio::spawn(sweep_idle_state(
         provider.clone(),
         args.pod_state_idle_timeout,

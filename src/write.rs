@@ -152,6 +152,54 @@ pub fn write(target: &Path, files: &[File], owner: FileOwner) -> Result<Outcome,
     project(target, files, owner)
 }
 
+/// The volume at `target`, as a background refresh knows it: the device of
+/// the tmpfs mounted there. Fails when `target` is gone, not on tmpfs, or
+/// merely a directory on the filesystem above it (the driver unmounted the
+/// volume).
+pub fn volume_device(target: &Path) -> Result<u64, WriteError> {
+    let dir = check_target(target)?;
+    let device = dir
+        .metadata()
+        .map_err(io_error(target, "stat the target directory"))?
+        .dev();
+    let parent = target.parent().unwrap_or(target);
+    let above = fs::metadata(parent)
+        .map_err(io_error(target, "stat the target's parent directory"))?
+        .dev();
+    if device == above && parent != target {
+        return Err(WriteError::InvalidTarget {
+            path: target.to_owned(),
+            reason: "is no longer a mount point (the volume was unmounted)".into(),
+        });
+    }
+    Ok(device)
+}
+
+/// [`write`], but only into the volume `device` ([`volume_device`]): a
+/// background refresh never writes into a directory that is not the tmpfs
+/// it wrote before.
+pub fn rewrite(
+    target: &Path,
+    files: &[File],
+    owner: FileOwner,
+    device: u64,
+) -> Result<Outcome, WriteError> {
+    let dir = check_target(target)?;
+    let found = dir
+        .metadata()
+        .map_err(io_error(target, "stat the target directory"))?
+        .dev();
+    if found != device {
+        return Err(WriteError::InvalidTarget {
+            path: target.to_owned(),
+            reason: "is no longer the volume written before (unmounted or replaced)".into(),
+        });
+    }
+    rustix::fs::flock(&dir, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|err| io_error(target, "lock the target directory")(err.into()))?;
+    project(target, files, owner)
+}
+
 /// The files of one write, validated and sorted by path.
 struct Payload<'a> {
     files: BTreeMap<&'a str, (&'a [u8], u32)>,

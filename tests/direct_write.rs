@@ -583,6 +583,15 @@ const FILE_SIZE: usize = 32 * 1024;
 /// Payload `tag` (`a` or `b`): `NESTED` files under `set/`, `TOP` top-level
 /// files and one name only this payload has; every content names its payload.
 fn payload(tag: &str) -> (Value, String, BTreeMap<String, Vec<u8>>) {
+    payload_at(tag, &format!("app-{tag}"), Some(format!("only-{tag}")))
+}
+
+/// Payload `tag` read from `secret/data/<path>`, with one more name `own` if given.
+fn payload_at(
+    tag: &str,
+    path: &str,
+    own: Option<String>,
+) -> (Value, String, BTreeMap<String, Vec<u8>>) {
     let filler = "x".repeat(FILE_SIZE);
     let mut data = serde_json::Map::new();
     let mut objects = String::new();
@@ -590,12 +599,12 @@ fn payload(tag: &str) -> (Value, String, BTreeMap<String, Vec<u8>>) {
     let names = (0..NESTED)
         .map(|i| format!("set/f{i:03}"))
         .chain((0..TOP).map(|i| format!("t{i:02}")))
-        .chain([format!("only-{tag}")]);
+        .chain(own);
     for (i, name) in names.enumerate() {
         let key = format!("k{i:03}");
         let contents = format!("{tag}:{name}:{filler}");
         objects.push_str(&format!(
-            "- objectName: {name}\n  secretPath: secret/data/app-{tag}\n  secretKey: {key}\n"
+            "- objectName: {name}\n  secretPath: secret/data/{path}\n  secretKey: {key}\n"
         ));
         data.insert(key, json!(contents));
         expected.insert(name, contents.into_bytes());
@@ -749,4 +758,72 @@ async fn killed_mid_write_leaves_the_old_or_the_new_set() {
          (old {old_seen}, new {new_seen}, with leftovers {orphans_seen}):\n{}",
         report.join("\n")
     );
+}
+
+/// kill -9 while the provider rewrites a volume on its own (a KV change its
+/// refresh picked up, no Mount involved): a reader sees exactly the old or
+/// the new complete set; a restarted provider's next Mount cleans up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_refresh_leaves_the_old_or_the_new_set() {
+    let d = Deployment::new("refresh-crash").await;
+    let (a, objects, expected_a) = payload_at("a", "app-refresh", None);
+    let (b, _, expected_b) = payload_at("b", "app-refresh", None);
+    let (data, expected) = ([a, b], [expected_a, expected_b]);
+    d.put("app-refresh", data[0].clone()).await;
+    let attributes = d.attributes(&objects);
+    let secrets = d.secrets();
+    let client = v16_client();
+    let volume = tmpfs("64m");
+    let root = volume.path().to_owned();
+    let args = ["--write-mode", "direct", "--refresh-interval", "1s"];
+    let mut provider = Provider::start(&d.bao.addr, &args);
+    client
+        .mount(&provider, &attributes, &secrets, &root)
+        .expect_ok();
+    let mut current = 0;
+    let mut seen = Vec::new();
+    for round in 0..4 {
+        let next = 1 - current;
+        let before: BTreeSet<String> = timestamp_dirs(&root).into_iter().collect();
+        d.put("app-refresh", data[next].clone()).await;
+        // Kill as soon as the refresh has started writing (a new timestamped
+        // directory), or once half of its nested files exist.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let new_dir = timestamp_dirs(&root)
+                .into_iter()
+                .find(|n| !before.contains(n));
+            let reached = new_dir.is_some_and(|dir| {
+                round % 2 == 0
+                    || std::fs::read_dir(root.join(dir).join("set"))
+                        .is_ok_and(|entries| entries.count() >= NESTED / 2)
+            });
+            if reached {
+                break;
+            }
+            assert!(Instant::now() < deadline, "round {round}: no refresh seen");
+            std::thread::yield_now();
+        }
+        provider.kill();
+        let (files, dangling) = readable(&root);
+        if files == expected[current] {
+            seen.push("old");
+        } else if files == expected[next] {
+            seen.push("new");
+        } else {
+            panic!(
+                "round {round}: a mix is visible ({} files); links leading nowhere: {dangling:?}",
+                files.len()
+            );
+        }
+        // Restarted, the provider adopts the volume at its next Mount, which
+        // writes the current content and removes what the kill left.
+        provider = Provider::start_in(provider.into_dir(), &d.bao.addr, &args);
+        client
+            .mount(&provider, &attributes, &secrets, &root)
+            .expect_ok();
+        assert_clean(&root, &expected[next]);
+        current = next;
+    }
+    println!("after each kill: {seen:?}");
 }

@@ -14,6 +14,9 @@
 //!   token with this apiserver (TokenReview, reviewer service account); a pod whose
 //!   service account the role does not bind gets `PermissionDenied`.
 //!
+//! - `--write-mode direct` with the driver's rotation off: the provider alone
+//!   keeps the volume fresh (certificates re-issued, KV re-read) until unpublish.
+//!
 //! Each test has its own Kubernetes namespace, OpenBao namespace, provider, driver
 //! (own node name, CSI socket and kubelet directory), so the tests run in parallel.
 
@@ -22,6 +25,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::certs::watch_certificates;
+use support::deployment::Deployment;
 use support::flavour::prefix_attributes;
 use support::kube::{DRIVER_NAME, Driver, DriverVersion, Kube, Publish, secret_value};
 use support::openbao::{OpenBao, deployment_namespace};
@@ -490,4 +495,124 @@ async fn kubernetes_auth_through_driver_v1_5() {
 #[tokio::test]
 async fn kubernetes_auth_through_driver_v1_6() {
     kubernetes_auth(DriverVersion::V1_6).await;
+}
+
+/// `--write-mode direct` through the real driver with its rotation off: after
+/// the one NodePublishVolume, the provider alone keeps the pod's volume fresh.
+/// A 15-second certificate is replaced (with its key) at least three times,
+/// each before the one in the volume expires; a KV change is in the file
+/// within the refresh interval (+10% jitter) + 1 s; after NodeUnpublishVolume
+/// nothing is written again and the provider forgets the volume.
+async fn direct_mode_volume_stays_fresh(version: DriverVersion) {
+    let kube = Kube::shared();
+    kube.driver_installed().await;
+    let d = Deployment::new(&format!("fresh-{}", version.line())).await;
+    let (role_id, secret_id) = d.pki_issuer().await;
+    d.put("app", json!({"api-key": "fresh-kv-first"})).await;
+
+    let ns = kube.namespace(&format!("fresh-{}", version.line())).await;
+    let node = Driver::new_node_name();
+    let issue = "secretPath: pki/issue/app\n  method: PUT\n  secretArgs: {common_name: api.svc, ttl: 15s}\n  renewalPercent: 50";
+    // (On HashiCorp Vault, the namespace becomes path prefixes: support::flavour.)
+    let parameters = prefix_attributes(&json!({
+        "vaultAddress": d.bao.addr,
+        "vaultNamespace": d.ns,
+        "roleId": role_id,
+        "objects": format!(
+            "- objectName: tls.crt\n  {issue}\n  secretKey: certificate\n\
+             - objectName: tls.key\n  {issue}\n  secretKey: private_key\n  filePermission: 0600\n\
+             - objectName: api-key\n  secretPath: secret/data/app\n  secretKey: api-key\n"
+        ),
+    }));
+    kube.create_all(&format!(
+        r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: app
+  namespace: {ns}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: app-approle
+  namespace: {ns}
+stringData:
+  secretId: {secret_id}
+---
+apiVersion: secrets-store.csi.x-k8s.io/v1
+kind: SecretProviderClass
+metadata:
+  name: {SPC}
+  namespace: {ns}
+spec:
+  provider: vault
+  parameters: {parameters}
+---
+{pod}"#,
+        pod = pod_yaml(&ns, "app-0", &node, "app", Some("app-approle")),
+    ))
+    .await;
+    let provider = Provider::start(
+        &d.bao.addr,
+        &["--write-mode", "direct", "--refresh-interval", "2s"],
+    );
+    // No rotation flags: the driver never calls the provider again by itself.
+    let driver = Driver::start(version, &node, &provider, &[]).await;
+    let publish = driver.publish(&ns, "app-0", VOLUME).await;
+    publish.expect_ok();
+    assert_eq!(publish.read("api-key"), "fresh-kv-first");
+
+    let changed = Instant::now();
+    d.put("app", json!({"api-key": "fresh-kv-second"})).await;
+    let mut kv_seen = None;
+    let read = |name: &str| publish.read(name);
+    watch_certificates(
+        read,
+        4,
+        Duration::from_millis(250),
+        Duration::from_secs(45),
+        || {
+            if kv_seen.is_none() && publish.read("api-key") == "fresh-kv-second" {
+                kv_seen = Some(changed.elapsed());
+            }
+        },
+    )
+    .await;
+    let kv_seen = kv_seen.expect("the KV change was never written");
+    assert!(
+        kv_seen <= Duration::from_millis(3200),
+        "KV change written after {kv_seen:?}"
+    );
+    let mounts = provider
+        .metric(&format!(
+            r#"vsp_mounts_total{{pod_namespace="{ns}",result="success",code="ok"}}"#
+        ))
+        .await;
+    assert_eq!(mounts, 1.0, "one Mount: the NodePublishVolume");
+
+    // The pod goes away: kubelet unpublishes, the driver unmounts the tmpfs.
+    driver.unpublish(&ns, "app-0", VOLUME).await.expect_ok();
+    d.put("app", json!({"api-key": "fresh-kv-third"})).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!publish.is_tmpfs());
+    assert!(
+        publish.files().is_empty(),
+        "nothing written after unpublish"
+    );
+    assert_eq!(provider.metric("vsp_volumes_tracked").await, 0.0);
+    assert_log_clean(
+        &provider.log(),
+        &[&secret_id, "fresh-kv-first", "fresh-kv-second"],
+    );
+}
+
+#[tokio::test]
+async fn direct_mode_volume_stays_fresh_through_driver_v1_5() {
+    direct_mode_volume_stays_fresh(DriverVersion::V1_5).await;
+}
+
+#[tokio::test]
+async fn direct_mode_volume_stays_fresh_through_driver_v1_6() {
+    direct_mode_volume_stays_fresh(DriverVersion::V1_6).await;
 }

@@ -9,84 +9,16 @@
 mod support;
 
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::certs::public_key;
 use support::deployment::{Deployment, RootApp, merge};
+use support::jwt::{service_account_jwt, signing_key, tokens_attribute, unix_now};
 use support::openbao::{OpenBao, unique};
 use support::provider::{
     Provider, Volume, assert_log_clean, mount_fresh, storm_request, v16_client,
 };
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// An EC P-256 key pair made with openssl: (private PEM, public PEM).
-fn signing_key() -> (String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("key.pem");
-    let ok = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-        ])
-        .arg(&key)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "openssl genpkey");
-    let public = Command::new("openssl")
-        .args(["pkey", "-pubout", "-in"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(public.status.success());
-    (
-        std::fs::read_to_string(&key).unwrap(),
-        String::from_utf8(public.stdout).unwrap(),
-    )
-}
-
-/// A service-account-like JWT signed with `private_pem`.
-fn service_account_jwt(
-    private_pem: &str,
-    audience: &str,
-    expires: u64,
-    service_account: &str,
-) -> String {
-    let claims = json!({
-        "iss": "https://kubernetes.default.svc.cluster.local",
-        "sub": format!("system:serviceaccount:default:{service_account}"),
-        "aud": [audience],
-        "iat": unix_now() - 5,
-        "nbf": unix_now() - 5,
-        "exp": expires,
-        "kubernetes.io": {
-            "namespace": "default",
-            "serviceaccount": {"name": service_account, "uid": "4f1c6b8e-0000-4000-8000-000000000001"},
-            "pod": {"name": "app-0", "uid": "4f1c6b8e-0000-4000-8000-000000000002"},
-        },
-    });
-    let key = jsonwebtoken::EncodingKey::from_ec_pem(private_pem.as_bytes()).unwrap();
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
-        &claims,
-        &key,
-    )
-    .unwrap()
-}
-
-fn tokens_attribute(audience: &str, jwt: &str) -> String {
-    json!({ audience: {"token": jwt, "expirationTimestamp": "2030-01-01T00:00:00Z"} }).to_string()
-}
 
 #[tokio::test]
 async fn jwt_auth_with_audiences_and_expiry() {
@@ -323,10 +255,10 @@ async fn pki_certificate_is_reused_inside_its_window_then_reissued() {
     let (first, files) = mount_fresh(&provider, &pki.attributes, &pki.secrets);
     let first = first.expect_ok().clone();
     let first_serial = files.read("serial");
-    let cert_key = pubkey(&files.read("tls.crt"), &["x509", "-noout", "-pubkey"]);
+    let cert_key = public_key(&files.read("tls.crt"), &["x509", "-noout", "-pubkey"]);
     assert_eq!(
         cert_key,
-        pubkey(&files.read("tls.key"), &["pkey", "-pubout"]),
+        public_key(&files.read("tls.key"), &["pkey", "-pubout"]),
         "certificate and key must match"
     );
     assert!(
@@ -357,8 +289,8 @@ async fn pki_certificate_is_reused_inside_its_window_then_reissued() {
     assert_ne!(renewed["tls.crt"], first["tls.crt"]);
     assert_ne!(renewed["tls.key"], first["tls.key"]);
     assert_eq!(
-        pubkey(&files.read("tls.crt"), &["x509", "-noout", "-pubkey"]),
-        pubkey(&files.read("tls.key"), &["pkey", "-pubout"])
+        public_key(&files.read("tls.crt"), &["x509", "-noout", "-pubkey"]),
+        public_key(&files.read("tls.key"), &["pkey", "-pubout"])
     );
     assert_eq!(issued_count(&pki.ns).await, 2);
 
@@ -386,20 +318,6 @@ fn verify_chain(ca: &str, cert: &str) {
         "certificate does not verify against ca-chain: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn pubkey(pem: &str, args: &[&str]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("in.pem");
-    std::fs::write(&file, pem).unwrap();
-    let out = Command::new("openssl")
-        .args(args)
-        .arg("-in")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "openssl {args:?}");
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[tokio::test]

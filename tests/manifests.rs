@@ -860,6 +860,8 @@ async fn the_ci_values_files_render_and_apply() {
     assert_eq!(serve.max_mount_bytes, 6 << 20);
     assert_eq!(serve.lease_cache_bytes, 1 << 20);
     assert_eq!(serve.pod_state_idle_timeout, Duration::from_secs(5400));
+    assert_eq!(serve.refresh_interval, Duration::from_secs(45));
+    assert_eq!(serve.max_tracked_volumes, 2500);
     assert_eq!(
         serve.version_key_file.as_deref(),
         Some(Path::new("/run/providers/key"))

@@ -181,18 +181,22 @@ async fn pod(kube: &Kube, namespace: &str, name: &str) -> String {
 }
 
 /// A provider with `--sync-secrets` against the run's apiserver, as the
-/// service account whose token is in `token_file`.
-fn sync_provider(d: &Deployment, kube: &Kube, token_file: &Path) -> Provider {
+/// service account whose token is in `token_file`, with `extra` flags.
+fn sync_provider_with(d: &Deployment, kube: &Kube, token_file: &Path, extra: &[&str]) -> Provider {
     let ca_file = std::env::var("VSP_TEST_KUBE_CA_FILE").expect("VSP_TEST_KUBE_CA_FILE");
-    Provider::start(
-        &d.bao.addr,
-        &[
-            "--sync-secrets",
-            &format!("--kube-api-server={}", kube.server),
-            &format!("--kube-ca-file={ca_file}"),
-            &format!("--kube-token-file={}", token_file.display()),
-        ],
-    )
+    let mut args = vec![
+        "--sync-secrets".to_owned(),
+        format!("--kube-api-server={}", kube.server),
+        format!("--kube-ca-file={ca_file}"),
+        format!("--kube-token-file={}", token_file.display()),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Provider::start(&d.bao.addr, &args)
+}
+
+fn sync_provider(d: &Deployment, kube: &Kube, token_file: &Path) -> Provider {
+    sync_provider_with(d, kube, token_file, &[])
 }
 
 fn attributes(d: &Deployment, namespace: &str, pod: &str, uid: &str, secret: &str) -> Value {
@@ -609,4 +613,53 @@ async fn without_the_policy_the_provider_still_leaves_a_foreign_secret_alone() {
         Some("nopolicy-password")
     );
     assert_log_clean(&provider.log(), &[&d.secret_id, "nopolicy-password"]);
+}
+
+/// `--write-mode direct`: when the provider refreshes a volume by itself (a
+/// KV change, no Mount), the synced Secret follows the files.
+#[tokio::test]
+async fn the_secret_follows_a_refreshed_volume() {
+    let kube = Kube::shared();
+    let d = Deployment::new("sync-refresh").await;
+    d.put(
+        "app",
+        json!({"username": "svc-sync", "password": "sync-refresh-first"}),
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = provider_account_token(kube, dir.path()).await;
+    let provider = sync_provider_with(
+        &d,
+        kube,
+        &token_file,
+        &["--write-mode", "direct", "--refresh-interval", "1s"],
+    );
+    let ns = kube.namespace("sync-refresh").await;
+    let uid = pod(kube, &ns, "app-0").await;
+    let (result, volume) = mount_fresh(
+        &provider,
+        &attributes(&d, &ns, "app-0", &uid, "app-vault"),
+        &d.secrets(),
+    );
+    result.expect_ok();
+    let secret_path = format!("/api/v1/namespaces/{ns}/secrets/app-vault");
+    kube.wait_for(&secret_path, "synced", |s| {
+        secret_value(s, "password").as_deref() == Some("sync-refresh-first")
+    })
+    .await;
+
+    d.put(
+        "app",
+        json!({"username": "svc-sync", "password": "sync-refresh-second"}),
+    )
+    .await;
+    kube.wait_for(&secret_path, "the refreshed value", |s| {
+        secret_value(s, "password").as_deref() == Some("sync-refresh-second")
+    })
+    .await;
+    assert_eq!(volume.read("password"), "sync-refresh-second");
+    assert_log_clean(
+        &provider.log(),
+        &["sync-refresh-first", "sync-refresh-second"],
+    );
 }

@@ -41,14 +41,6 @@ fn in_namespace(mut attributes: Value, pod_namespace: &str, pod: usize) -> Value
     attributes
 }
 
-/// A metric's value from the provider's `/metrics` (0 when absent).
-async fn metric(provider: &Provider, series: &str) -> f64 {
-    let (_, _, body) = provider.get("/metrics").await;
-    body.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Namespace A's Mounts all log in through a "Vault" that never answers (the
 /// fault proxy in front of OpenBao holds every request for A's auth mount);
 /// there are more of them than the provider's global bound of 64 requests in
@@ -94,7 +86,7 @@ async fn a_slow_vault_of_one_namespace_does_not_delay_another() {
     };
     // Every A Mount is inside the provider, and A's share is used up.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while metric(&provider, "vsp_mounts_in_flight").await < A_MOUNTS as f64
+    while provider.metric("vsp_mounts_in_flight").await < A_MOUNTS as f64
         || proxy.count("auth/hostile-a/") < 16
     {
         assert!(
@@ -190,11 +182,9 @@ async fn token_cache_flooding_by_one_namespace_keeps_another_namespaces_token() 
             .expect_ok();
     }
     assert_eq!(
-        metric(
-            &provider,
-            r#"vsp_vault_logins_total{method="approle",result="ok"}"#
-        )
-        .await,
+        provider
+            .metric(r#"vsp_vault_logins_total{method="approle",result="ok"}"#)
+            .await,
         11.0
     );
 
@@ -203,11 +193,9 @@ async fn token_cache_flooding_by_one_namespace_keeps_another_namespaces_token() 
         .expect_ok();
     assert_eq!(b.token_count().await, 1, "B's token was kept: no new login");
     assert_eq!(
-        metric(
-            &provider,
-            r#"vsp_vault_logins_total{method="approle",result="ok"}"#
-        )
-        .await,
+        provider
+            .metric(r#"vsp_vault_logins_total{method="approle",result="ok"}"#)
+            .await,
         11.0
     );
 }

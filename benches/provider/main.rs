@@ -6,8 +6,13 @@
 //! 3. Pod storms: many pods at once, AppRole (2 identities) and JWT (one per pod).
 //! 4. Rotation load with and without the per-pod certificate cache.
 //! 5. Memory (idle, after the runs, with many cached pods) and start-up time.
+//! 6. Side by side with HashiCorp's `vault-csi-provider` (`hashicorp.rs`),
+//!    stock and unthrottled, on JWT auth; needs the peer's builds and a
+//!    kube-apiserver (`make bench` provides both), else says why not.
 //! 7. Multi-tenant (`tenants.rs`): refusing nested YAML, the worst Mount's
 //!    peak memory, another tenant's latency while one floods a slow Vault.
+//! 8. Freshness (`freshness.rs`): direct-mode volumes kept fresh by the
+//!    provider alone: Vault requests, CPU, RSS and lag per tracked volume.
 //!
 //! Mounts go through the Secrets Store CSI Driver's own provider client
 //! (`tests/driver-client`, v1.6 build, its `storm` subcommand); Vault requests
@@ -16,15 +21,22 @@
 //!
 //! Usage (through cargo, which passes `--bench`):
 //! `cargo bench --bench provider -- [--quick] [--write BENCHMARKS.md]`.
-//! `-- --only tenants` runs section 7 alone; with `--write` it replaces only
-//! that section of the file (`make bench-tenants`).
+//! `-- --only tenants` runs section 7 alone, `-- --only freshness` section 8;
+//! with `--write` each replaces only its section of the file
+//! (`make bench-tenants`, `make bench-freshness`). `-- --only hashicorp` does
+//! the same for section 6 and its summary row (`make bench-hashicorp`).
 //! `cargo test --all-targets` runs this file without `--bench`: it then does
 //! nothing, so `make test` never runs the benchmark.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+#[path = "../../tests/peers/hashicorp.rs"]
+mod hashicorp_peer;
+
 mod clients;
+mod freshness;
+mod hashicorp;
 mod report;
 mod tenants;
 mod vault;
@@ -87,14 +99,42 @@ fn main() -> ExitCode {
             println!("{section}");
             if let Some(path) = write {
                 let file = std::fs::read_to_string(&path).unwrap_or_default();
-                std::fs::write(&path, report::replace_section(&file, &section))
+                std::fs::write(&path, report::replace_section(&file, "## 7. ", &section))
                     .expect("write the report");
                 eprintln!("bench: section 7 replaced in {path}");
             }
             return ExitCode::SUCCESS;
         }
+        Some(Some(section)) if section == "freshness" => {
+            let section = runtime.block_on(only_freshness(scale)).markdown(true);
+            println!("{section}");
+            if let Some(path) = write {
+                let file = std::fs::read_to_string(&path).unwrap_or_default();
+                std::fs::write(&path, report::replace_section(&file, "## 8. ", &section))
+                    .expect("write the report");
+                eprintln!("bench: section 8 replaced in {path}");
+            }
+            return ExitCode::SUCCESS;
+        }
+        Some(Some(section)) if section == "hashicorp" => {
+            let peer = runtime.block_on(only_hashicorp(scale));
+            let section = peer.markdown(true);
+            println!("{section}");
+            if let Some(path) = write {
+                let file = std::fs::read_to_string(&path).unwrap_or_default();
+                let file = report::replace_section(&file, "## 6. ", &section);
+                let file = report::replace_row(
+                    &file,
+                    "| Side by side with HashiCorp's",
+                    &peer.summary_row(),
+                );
+                std::fs::write(&path, file).expect("write the report");
+                eprintln!("bench: section 6 and its summary row replaced in {path}");
+            }
+            return ExitCode::SUCCESS;
+        }
         Some(other) => {
-            eprintln!("--only takes `tenants` (got {other:?})");
+            eprintln!("--only takes `tenants`, `freshness` or `hashicorp` (got {other:?})");
             return ExitCode::FAILURE;
         }
     }
@@ -178,7 +218,11 @@ async fn run(scale: Scale) -> Results {
         cached.push(cached_memory(&f, &client, &volumes, scale, kind).await);
     }
     f.set_audit(false).await;
+    let peer = hashicorp::run(&f, &client, &volumes, scale).await;
     let tenants = tenants::run(&f, &client, &volumes, scale).await;
+    f.set_audit(true).await;
+    let freshness = freshness::run(&f, &client, scale).await;
+    f.set_audit(false).await;
     let kib = |values: Vec<u64>| median(&values.into_iter().map(|v| v as f64).collect::<Vec<_>>());
     let memory = Memory {
         startup_ms,
@@ -198,7 +242,9 @@ async fn run(scale: Scale) -> Results {
         storms,
         rotation,
         memory,
+        peer,
         tenants,
+        freshness,
     }
 }
 
@@ -208,6 +254,20 @@ async fn only_tenants(scale: Scale) -> report::Tenants {
     let f = Fixture::start().await;
     f.set_audit(false).await;
     tenants::run(&f, &DriverClient::v1_6(), &Volumes::new(), scale).await
+}
+
+async fn only_freshness(scale: Scale) -> freshness::Freshness {
+    progress("starting OpenBao and setting it up");
+    let f = Fixture::start().await;
+    freshness::run(&f, &DriverClient::v1_6(), scale).await
+}
+
+/// Section 6 alone, on its own OpenBao.
+async fn only_hashicorp(scale: Scale) -> hashicorp::Peer {
+    progress("starting OpenBao and setting it up");
+    let f = Fixture::start().await;
+    f.set_audit(false).await;
+    hashicorp::run(&f, &DriverClient::v1_6(), &Volumes::new(), scale).await
 }
 
 /// Runs a storm off the async workers (the driver client is a process we wait for).

@@ -60,6 +60,17 @@ pub struct Scale {
     pub victim_reps: usize,
     /// The attacking tenant's concurrent Mounts.
     pub attackers: usize,
+    /// Section 6 (side by side with HashiCorp's provider): repetitions of the
+    /// warm and cold runs, each provider in turn.
+    pub peer_reps: usize,
+    /// Section 6: sequential warm Mounts per repetition and object count.
+    pub peer_samples: usize,
+    /// Section 6: cold Mounts per repetition.
+    pub peer_cold: usize,
+    /// Section 6: repetitions of the pod storm.
+    pub peer_storm_reps: usize,
+    /// Section 6: rotation polls of one pod with a certificate.
+    pub peer_polls: usize,
 }
 
 impl Scale {
@@ -77,6 +88,11 @@ impl Scale {
         victim_samples: 200,
         victim_reps: 5,
         attackers: 200,
+        peer_reps: 3,
+        peer_samples: 40,
+        peer_cold: 20,
+        peer_storm_reps: 2,
+        peer_polls: 30,
     };
     pub const QUICK: Scale = Scale {
         quick: true,
@@ -92,6 +108,11 @@ impl Scale {
         victim_samples: 30,
         victim_reps: 2,
         attackers: 40,
+        peer_reps: 1,
+        peer_samples: 10,
+        peer_cold: 5,
+        peer_storm_reps: 1,
+        peer_polls: 5,
     };
 }
 
@@ -270,7 +291,9 @@ pub struct Results {
     pub storms: Vec<Storm>,
     pub rotation: Vec<Rotation>,
     pub memory: Memory,
+    pub peer: crate::hashicorp::Peer,
     pub tenants: Tenants,
+    pub freshness: crate::freshness::Freshness,
 }
 
 fn us(v: f64) -> String {
@@ -337,7 +360,7 @@ impl Results {
         .unwrap();
         writeln!(
             w,
-            "- Software: {}; OpenBao {} (dev server, in-memory storage; its file audit device, which counts requests, is on for sections 3–5 only); \
+            "- Software: {}; OpenBao {} (dev server, in-memory storage; its file audit device, which counts requests, is on for sections 3–5 and the counted runs of 6 only); \
              driver client: Secrets Store CSI Driver {}; provider built with the release profile; \
              pod volumes on {}",
             m.rustc,
@@ -409,11 +432,7 @@ impl Results {
         )
         .unwrap();
         write!(w, "{}", self.tenants.summary_rows()).unwrap();
-        writeln!(
-            w,
-            "| Side by side with HashiCorp's `vault-csi-provider` | not run (see 6) | ratios | **missed** |\n"
-        )
-        .unwrap();
+        writeln!(w, "{}", self.peer.summary_row()).unwrap();
 
         writeln!(w, "## 1. Warm Mount latency (token cached)\n").unwrap();
         writeln!(
@@ -638,27 +657,10 @@ impl Results {
         }
         writeln!(w).unwrap();
 
-        writeln!(
-            w,
-            "## 6. Side by side with HashiCorp's `vault-csi-provider`\n"
-        )
-        .unwrap();
-        writeln!(
-            w,
-            "Not run. The issue asks for it to be built from its Go module, `github.com/hashicorp/vault-csi-provider`, \
-             through the Go module proxy; on this workplace the proxy refuses every version of that module \
-             (`go list -m -versions github.com/hashicorp/vault-csi-provider` → `403 Forbidden`, \
-             \"This module version is not available.\", checked 2026-11-27), and the machine reaches no network \
-             beyond the package registries, so its repository cannot be fetched either. \
-             The rows above that HashiCorp's provider would be compared on — warm and cold latency (it fetches \
-             objects one after another, and reads its HMAC Secret from the apiserver on every Mount), the JWT storm \
-             (it supports only per-pod Kubernetes/JWT identities), rotation without a certificate cache, and RSS \
-             (its manifest asks for 100Mi) — are measured so that a comparison can be added once the module can \
-             be had.\n"
-        )
-        .unwrap();
-        writeln!(w).unwrap();
+        out.push_str(&self.peer.markdown(false));
         out.push_str(&self.tenants.markdown(false));
+        out.push('\n');
+        out.push_str(&self.freshness.markdown(false));
         out
     }
 }
@@ -870,19 +872,52 @@ impl Tenants {
     }
 }
 
-/// `file` (a whole report) with its section 7 replaced by `section`, or
-/// `section` appended when it has none; the rest kept as it is.
-pub fn replace_section(file: &str, section: &str) -> String {
-    const HEADING: &str = "## 7. Multi-tenant";
-    let Some(start) = file.find(HEADING) else {
-        let mut out = file.trim_end().to_owned();
-        out.push_str("\n\n");
-        out.push_str(section);
-        return out;
+/// `file` (a whole report) with the section whose heading starts with
+/// `heading` (e.g. `"## 7. "`) replaced by `section`, or `section` put before
+/// the next section's heading (appended when there is none); the rest kept
+/// as it is.
+pub fn replace_section(file: &str, heading: &str, section: &str) -> String {
+    let Some(start) = file.find(heading) else {
+        // Keep the sections in order: before the first later-numbered one.
+        let number: u32 = heading
+            .trim_start_matches('#')
+            .trim()
+            .split('.')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(u32::MAX);
+        let later = file.match_indices("\n## ").find(|(i, _)| {
+            file[i + 4..]
+                .split('.')
+                .next()
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| n > number)
+        });
+        return match later {
+            Some((i, _)) => format!("{}\n{}{}", &file[..=i], section, &file[i + 1..]),
+            None => {
+                let mut out = file.trim_end().to_owned();
+                out.push_str("\n\n");
+                out.push_str(section);
+                out
+            }
+        };
     };
-    let after = start + HEADING.len();
+    let after = start + heading.len();
     let end = file[after..]
         .find("\n## ")
         .map_or(file.len(), |i| after + i + 1);
     format!("{}{}{}", &file[..start], section, &file[end..])
+}
+
+/// `file` with its summary-table line that starts with `prefix` replaced by
+/// `row` (a whole line, newline included); unchanged when it has none.
+pub fn replace_row(file: &str, prefix: &str, row: &str) -> String {
+    let Some(start) = file.find(prefix) else {
+        return file.to_owned();
+    };
+    let end = file[start..]
+        .find('\n')
+        .map_or(file.len(), |i| start + i + 1);
+    format!("{}{}{}", &file[..start], row, &file[end..])
 }

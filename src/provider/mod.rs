@@ -21,6 +21,8 @@ use futures::{StreamExt as _, TryStreamExt as _};
 
 mod direct;
 pub mod error;
+mod renewal;
+pub mod volumes;
 
 pub use error::MountError;
 
@@ -34,6 +36,7 @@ use crate::vault::leases::{self, LeaseCache, LeaseKey};
 use crate::vault::{Identity, Origin, Token, Vault, VaultError};
 use crate::version::Versioner;
 use crate::write::WriteMode;
+use volumes::Volumes;
 
 /// Most Vault requests one Mount has in flight at once.
 const FETCH_CONCURRENCY: usize = 16;
@@ -95,6 +98,32 @@ fn template_input(
 /// A Vault response, shared between the objects and Mounts that use it.
 type Response = Arc<serde_json::Value>;
 
+/// When a response, or the earliest of several, is due for renewal or
+/// re-fetch: `None` for static data.
+type Due = Option<tokio::time::Instant>;
+
+/// A run's static (KV) responses, per source, as compact JSON text (`None`
+/// for certificates and leases): what a volume refresh that only a
+/// certificate or lease made due reuses instead of reading KV again.
+type Statics = Vec<Option<Arc<str>>>;
+
+/// How a run fetches its sources: each source's `renewalPercent`, and the
+/// static responses it may reuse.
+#[derive(Clone, Copy)]
+struct Fetching<'r> {
+    percent: &'r [u8],
+    reuse: Option<&'r Statics>,
+}
+
+/// What running a plan gave.
+struct Ran {
+    response: MountResponse,
+    /// When its earliest certificate or lease is due.
+    due: Due,
+    /// Its static responses (kept only in direct mode, for volume refreshes).
+    statics: Statics,
+}
+
 /// Everything a Mount needs that outlives a single request.
 pub struct Provider {
     vault: Vault,
@@ -111,6 +140,8 @@ pub struct Provider {
     reads: Flights<(Identity, Source), Result<Response, VaultError>>,
     write_mode: WriteMode,
     secret_sync: Option<SecretSync>,
+    /// Direct-mode volumes kept fresh (`None`: response mode).
+    volumes: Option<Arc<Volumes>>,
 }
 
 impl Provider {
@@ -127,6 +158,31 @@ impl Provider {
             reads: Flights::default(),
             write_mode: WriteMode::Response,
             secret_sync: None,
+            volumes: None,
+        }
+    }
+
+    /// In `--write-mode direct`, keeps at most `max_volumes` volumes fresh
+    /// after their Mount, re-reading KV every `interval` (zero: certificates
+    /// and leases only). Takes effect with [`Provider::spawn_background`].
+    pub fn with_volume_refresh(mut self, interval: Duration, max_volumes: usize) -> Self {
+        self.volumes = Some(Arc::new(Volumes::new(interval, max_volumes)));
+        self
+    }
+
+    /// The tracked direct-mode volumes (for metrics and tests).
+    pub fn volumes(&self) -> Option<&Volumes> {
+        self.volumes.as_deref()
+    }
+
+    /// Starts the background work on the current runtime: token and lease
+    /// renewal (both write modes) and, in direct mode, the volume refreshes.
+    pub fn spawn_background(self: &Arc<Self>) {
+        tokio::spawn(renewal::run(self.clone()));
+        if self.write_mode == WriteMode::Direct
+            && let Some(volumes) = &self.volumes
+        {
+            tokio::spawn(volumes.clone().run(self.clone()));
         }
     }
 
@@ -249,9 +305,15 @@ impl Provider {
         match self.write_mode {
             WriteMode::Response => {
                 plan.check_response_mode()?;
-                self.run_and_sync(&plan).await
+                self.run_and_sync(&plan).await.map(|ran| ran.response)
             }
-            WriteMode::Direct => direct::direct(&plan, self.run_and_sync(&plan)).await,
+            WriteMode::Direct => {
+                let written = direct::direct(&plan, self.run_and_sync(&plan)).await?;
+                if let Some(volumes) = &self.volumes {
+                    volumes.track(plan, &written);
+                }
+                Ok(written.ran.response)
+            }
         }
     }
 
@@ -263,9 +325,9 @@ impl Provider {
 
     /// Runs a plan, then applies its Secret if it asks for one: the Mount
     /// succeeds only if both do.
-    async fn run_and_sync(&self, plan: &MountPlan) -> Result<MountResponse, MountError> {
+    async fn run_and_sync(&self, plan: &MountPlan) -> Result<Ran, MountError> {
         let Some(target) = &plan.sync_secret else {
-            return self.run(plan).await;
+            return self.run_reusing(plan, None).await;
         };
         let Some(sync) = &self.secret_sync else {
             return Err(RequestError::invalid(
@@ -274,13 +336,24 @@ impl Provider {
             )
             .into());
         };
-        let response = self.run(plan).await?;
-        sync.apply(target, &response.files).await?;
-        Ok(response)
+        let ran = self.run_reusing(plan, None).await?;
+        sync.apply(target, &ran.response.files).await?;
+        Ok(ran)
     }
 
     /// Runs a parsed plan.
     pub async fn run(&self, plan: &MountPlan) -> Result<MountResponse, MountError> {
+        self.run_reusing(plan, None).await.map(|ran| ran.response)
+    }
+
+    /// Runs a parsed plan, taking the static sources from `reuse` (an earlier
+    /// run's [`Statics`]) where it has them; also says when its earliest
+    /// certificate or lease is due for renewal or re-fetch.
+    async fn run_reusing(
+        &self,
+        plan: &MountPlan,
+        reuse: Option<&Statics>,
+    ) -> Result<Ran, MountError> {
         // Objects sharing a source get one response: a certificate and its
         // key, or a username and its password, always belong together.
         let mut sources: Vec<&Source> = Vec::new();
@@ -301,7 +374,26 @@ impl Provider {
             percent[i] = percent[i].min(object.renewal_percent);
         }
         let budget = self.budget();
-        let responses = self.fetch(plan, &sources, &percent, &budget).await?;
+        let how = Fetching {
+            percent: &percent,
+            reuse,
+        };
+        let fetched = self.fetch(plan, &sources, how, &budget).await?;
+        let due = fetched.iter().filter_map(|(_, due)| *due).min();
+        let responses: Vec<Response> = fetched.into_iter().map(|(r, _)| r).collect();
+        let statics = if self.volumes.is_some() {
+            let now = tokio::time::Instant::now();
+            responses
+                .iter()
+                .map(|r| {
+                    leases::classify(r, 100, now)
+                        .is_none()
+                        .then(|| Arc::from(r.to_string()))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
 
         // Rendering is charged anew: the files are what the response holds.
         let objects = plan.objects.clone();
@@ -323,6 +415,11 @@ impl Provider {
             )
         })
         .await
+        .map(|response| Ran {
+            response,
+            due,
+            statics,
+        })
     }
 
     /// Fetches every source with the identity's token. A cached token that
@@ -332,16 +429,16 @@ impl Provider {
         &self,
         plan: &MountPlan,
         sources: &[&Source],
-        percent: &[u8],
+        how: Fetching<'_>,
         budget: &ByteBudget,
-    ) -> Result<Vec<Response>, MountError> {
+    ) -> Result<Vec<(Response, Due)>, MountError> {
         let (identity, token, origin) = self
             .vault
             .token(&plan.vault, &plan.auth, &plan.pod)
             .await
             .map_err(MountError::login)?;
         match self
-            .fetch_with(plan, sources, percent, &identity, &token, budget)
+            .fetch_with(plan, sources, how, &identity, &token, budget)
             .await
         {
             Err((_, VaultError::PermissionDenied(_))) if origin == Origin::Cached => {
@@ -352,7 +449,7 @@ impl Provider {
                     .token(&plan.vault, &plan.auth, &plan.pod)
                     .await
                     .map_err(MountError::login)?;
-                self.fetch_with(plan, sources, percent, &identity, &token, budget)
+                self.fetch_with(plan, sources, how, &identity, &token, budget)
                     .await
                     .map_err(|(source, err)| MountError::read(plan, source, err))
             }
@@ -364,16 +461,23 @@ impl Provider {
         &self,
         plan: &MountPlan,
         sources: &[&'a Source],
-        percent: &[u8],
+        how: Fetching<'_>,
         identity: &Identity,
         token: &Token,
         budget: &ByteBudget,
-    ) -> Result<Vec<Response>, (&'a Source, VaultError)> {
+    ) -> Result<Vec<(Response, Due)>, (&'a Source, VaultError)> {
         // Indices rather than references keep the stream's closure free of
         // higher-ranked lifetimes, which the gRPC service's Send bound needs.
         futures::stream::iter(0..sources.len())
             .map(|i| async move {
-                self.fetch_source(plan, sources[i], percent[i], identity, token, budget)
+                if let Some(text) = how.reuse.and_then(|r| r.get(i)).and_then(Option::as_ref) {
+                    let response: Response = Arc::new(
+                        serde_json::from_str(text).expect("JSON text that serde_json wrote"),
+                    );
+                    charge_shared(budget, sources[i], &response).map_err(|err| (i, err))?;
+                    return Ok((response, None));
+                }
+                self.fetch_source(plan, sources[i], how.percent[i], identity, token, budget)
                     .await
                     .map_err(|err| (i, err))
             })
@@ -393,12 +497,14 @@ impl Provider {
         identity: &Identity,
         token: &Token,
         budget: &ByteBudget,
-    ) -> Result<Response, VaultError> {
+    ) -> Result<(Response, Due), VaultError> {
         let Some(pod_uid) = plan.pod.uid.as_deref() else {
-            return self
+            let (response, _) = self
                 .shared_read(plan, source, identity, token, budget)
-                .await
-                .map(|(r, _)| r);
+                .await?;
+            let due = leases::classify(&response, percent, tokio::time::Instant::now())
+                .map(|dynamic| dynamic.refresh_at);
+            return Ok((response, due));
         };
         let key = LeaseKey {
             pod_uid: pod_uid.to_owned(),
@@ -437,7 +543,7 @@ impl Provider {
             // Kept from an earlier Mount: this one holds it all the same.
             charge_shared(budget, source, &response)?;
         }
-        Ok(response)
+        Ok((response, self.leases.refresh_at(&key)))
     }
 
     /// Reads are shared between simultaneous Mounts of one identity; writes

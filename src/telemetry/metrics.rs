@@ -98,6 +98,50 @@ struct BuildLabels {
     version: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RenewalLabels {
+    kind: &'static str,
+    result: &'static str,
+}
+
+/// What a background renewal renewed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Renewed {
+    /// A Vault token (`renew-self`).
+    Token,
+    /// A lease (`sys/leases/renew`).
+    Lease,
+}
+
+/// What one refresh of a direct-mode volume did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refreshed {
+    /// Same content: nothing written.
+    Unchanged,
+    /// New content written (and synced).
+    Rewritten,
+    /// Vault or the write failed; tried again after a backoff.
+    Failed,
+    /// A Kubernetes/JWT volume whose Vault token reached its max TTL: it
+    /// waits for the driver's next Mount.
+    Stale,
+}
+
+impl Refreshed {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Unchanged => "unchanged",
+            Self::Rewritten => "rewritten",
+            Self::Failed => "failed",
+            Self::Stale => "stale",
+        }
+    }
+}
+
+/// Refresh lag buckets, seconds: how long after it was due a volume's
+/// refresh finished.
+const LAG_BUCKETS: [f64; 11] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
 /// Every metric the provider exports, and the registry that encodes them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -110,6 +154,13 @@ pub struct Metrics {
     logins: Family<LoginLabels, Counter>,
     token_cache_lookups: Family<ResultLabel, Counter>,
     token_cache_entries: Gauge,
+    renewals: Family<RenewalLabels, Counter>,
+    volume_refreshes: Family<ResultLabel, Counter>,
+    volume_refresh_lag: Histogram,
+    volumes_tracked: Gauge,
+    volumes_stale: Gauge,
+    volumes_forgotten: Counter,
+    volumes_untracked: Counter,
 }
 
 impl Default for Metrics {
@@ -178,6 +229,52 @@ impl Metrics {
             "Vault identities held in the token cache",
             token_cache_entries.clone(),
         );
+        let renewals = Family::default();
+        registry.register(
+            "background_renewals",
+            "Token and lease renewals made in the background, by kind (token, lease) and \
+             result (ok, failed)",
+            renewals.clone(),
+        );
+        let volume_refreshes = Family::default();
+        registry.register(
+            "volume_refreshes",
+            "Refreshes of direct-mode volumes, by result (unchanged, rewritten, failed, stale)",
+            volume_refreshes.clone(),
+        );
+        let volume_refresh_lag = Histogram::new(LAG_BUCKETS);
+        registry.register_with_unit(
+            "volume_refresh_lag",
+            "How long after it was due a volume's refresh finished",
+            Unit::Seconds,
+            volume_refresh_lag.clone(),
+        );
+        let volumes_tracked = Gauge::default();
+        registry.register(
+            "volumes_tracked",
+            "Direct-mode volumes the provider keeps fresh",
+            volumes_tracked.clone(),
+        );
+        let volumes_stale = Gauge::default();
+        registry.register(
+            "volumes_stale",
+            "Tracked volumes waiting for the driver's next Mount (Kubernetes/JWT auth past the \
+             Vault token's max TTL)",
+            volumes_stale.clone(),
+        );
+        let volumes_forgotten = Counter::default();
+        registry.register(
+            "volumes_forgotten",
+            "Volumes no longer tracked because their target was unmounted or replaced",
+            volumes_forgotten.clone(),
+        );
+        let volumes_untracked = Counter::default();
+        registry.register(
+            "volumes_untracked",
+            "Direct-mode Mounts not kept fresh because --max-tracked-volumes (or a pod \
+             namespace's quarter of it) was reached",
+            volumes_untracked.clone(),
+        );
         registry.register(
             "build",
             "The provider's version",
@@ -195,7 +292,54 @@ impl Metrics {
             logins,
             token_cache_lookups,
             token_cache_entries,
+            renewals,
+            volume_refreshes,
+            volume_refresh_lag,
+            volumes_tracked,
+            volumes_stale,
+            volumes_forgotten,
+            volumes_untracked,
         }
+    }
+
+    /// One background renewal of `kind`: renewed (`ok`) or not.
+    pub fn background_renewal(&self, kind: Renewed, ok: bool) {
+        let kind = match kind {
+            Renewed::Token => "token",
+            Renewed::Lease => "lease",
+        };
+        let result = if ok { "ok" } else { "failed" };
+        self.renewals
+            .get_or_create(&RenewalLabels { kind, result })
+            .inc();
+    }
+
+    /// One refresh of a direct-mode volume, finished `lag` after it was due.
+    pub fn volume_refreshed(&self, result: Refreshed, lag: Duration) {
+        self.volume_refreshes
+            .get_or_create(&ResultLabel {
+                result: result.label(),
+            })
+            .inc();
+        self.volume_refresh_lag.observe(lag.as_secs_f64());
+    }
+
+    /// Direct-mode volumes tracked now, and how many of them are stale.
+    pub fn volumes(&self, tracked: usize, stale: usize) {
+        self.volumes_tracked
+            .set(i64::try_from(tracked).unwrap_or(i64::MAX));
+        self.volumes_stale
+            .set(i64::try_from(stale).unwrap_or(i64::MAX));
+    }
+
+    /// A volume was forgotten (unmounted or replaced by another mount).
+    pub fn volume_forgotten(&self) {
+        self.volumes_forgotten.inc();
+    }
+
+    /// A direct-mode Mount was not tracked (capacity).
+    pub fn volume_untracked(&self) {
+        self.volumes_untracked.inc();
     }
 
     /// A Mount has started; call [`mount_finished`](Self::mount_finished) when it ends.

@@ -7,6 +7,8 @@
 //! one arm in [`Vault::login`] here.
 
 use std::sync::Arc;
+
+use futures::StreamExt as _;
 use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret as _, SecretString};
@@ -24,6 +26,8 @@ use crate::request::{AuthPlan, Credentials, Namespace, PodInfo, VaultTarget};
 /// Longest token we accept from a login. Service tokens are about 100
 /// characters, batch tokens a few hundred.
 const MAX_TOKEN_LEN: usize = 4096;
+/// Background renewals running at once.
+pub(crate) const BACKGROUND_CONCURRENCY: usize = 8;
 use crate::telemetry::metrics::{Operation, metrics};
 
 impl Vault {
@@ -37,22 +41,14 @@ impl Vault {
         auth: &AuthPlan,
         pod: &PodInfo,
     ) -> Result<(Identity, Token, Origin), VaultError> {
-        let (principal, credential_digest) = auth.credentials.identity(pod.uid.as_deref());
-        let tenant = Tenant::new(pod.namespace.as_deref());
-        let identity = Identity {
-            tenant: tenant.clone(),
-            target: target.clone(),
-            namespace: auth.namespace.clone(),
-            auth_mount: auth.auth_mount.clone(),
-            principal,
-            credential_digest,
-        };
+        let identity = Self::identity(target, auth, pod);
+        let tenant = identity.tenant.clone();
         let found = self
             .tokens
             .get(
                 &identity,
                 || self.login(target, auth, &tenant),
-                |token| self.renew(target, auth, token),
+                |token| self.renew(target, auth.namespace.as_ref(), token),
             )
             .await;
         metrics().token_lookup(matches!(found, Ok((_, Origin::Cached))));
@@ -60,12 +56,53 @@ impl Vault {
         Ok((identity, token, origin))
     }
 
+    /// Who logs in for `auth` on behalf of `pod`: the token cache's key.
+    pub fn identity(target: &VaultTarget, auth: &AuthPlan, pod: &PodInfo) -> Identity {
+        let (principal, credential_digest) = auth.credentials.identity(pod.uid.as_deref());
+        Identity {
+            tenant: Tenant::new(pod.namespace.as_deref()),
+            target: target.clone(),
+            namespace: auth.namespace.clone(),
+            auth_mount: auth.auth_mount.clone(),
+            principal,
+            credential_digest,
+        }
+    }
+
+    /// Renews, in the background, every cached token that is due and
+    /// renewable; returns how many were renewed and how many failed. Never
+    /// logs in: that needs credentials only a Mount brings.
+    pub async fn renew_due_tokens(&self) -> (usize, usize) {
+        let due = self.tokens.due();
+        self.renew_tokens(due).await
+    }
+
+    /// Renews these tokens in the background, as [`Vault::renew_due_tokens`].
+    pub async fn renew_tokens(&self, due: Vec<Identity>) -> (usize, usize) {
+        let results = futures::stream::iter(due)
+            .map(|identity| async move {
+                self.tokens
+                    .renew_in_background(&identity, |token| {
+                        self.renew(&identity.target, identity.namespace.as_ref(), token)
+                    })
+                    .await
+            })
+            .buffer_unordered(BACKGROUND_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let renewed = results.iter().filter(|r| **r == Some(true)).count();
+        let failed = results.iter().filter(|r| **r == Some(false)).count();
+        (renewed, failed)
+    }
+
     /// `renew-self` with the token's own period; any failure means "log in".
-    async fn renew(&self, target: &VaultTarget, auth: &AuthPlan, token: Token) -> Refresh {
-        let Ok(scope) = self
-            .scope(target, auth.namespace.as_ref(), Some(&token))
-            .await
-        else {
+    async fn renew(
+        &self,
+        target: &VaultTarget,
+        namespace: Option<&Namespace>,
+        token: Token,
+    ) -> Refresh {
+        let Ok(scope) = self.scope(target, namespace, Some(&token)).await else {
             return Refresh::Login;
         };
         let increment = format!("{}s", token.ttl.as_secs().max(1));

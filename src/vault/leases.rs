@@ -127,13 +127,39 @@ pub fn classify(response: &Arc<Value>, percent: u8, now: Instant) -> Option<Dyna
 struct Kept {
     dynamic: Dynamic,
     text: Arc<str>,
+    /// `renewalPercent` it was fetched with.
+    percent: u8,
+    /// Background renewals failed in a row, and when to try again.
+    failures: u32,
+    retry_at: Option<Instant>,
 }
 
 impl Kept {
-    fn new(dynamic: Dynamic, response: &Value) -> Self {
+    fn new(dynamic: Dynamic, response: &Value, percent: u8) -> Self {
         Self {
             dynamic,
             text: Arc::from(response.to_string()),
+            percent,
+            failures: 0,
+            retry_at: None,
+        }
+    }
+
+    /// This entry after a renewal of `lease` that granted `granted`, next
+    /// due at `share` of it (`renewalPercent`, less any jitter). A grant
+    /// shorter than asked means the max TTL is near: the lease is used until
+    /// then, and new credentials are fetched instead of renewing again.
+    fn renewed(self, lease: &Lease, granted: Duration, share: f64) -> Self {
+        let capped = granted.saturating_add(Duration::from_secs(1)) < lease.duration;
+        Self {
+            dynamic: Dynamic {
+                refresh_at: after(Instant::now(), granted.mul_f64(share)),
+                renew: !capped,
+                ..self.dynamic
+            },
+            failures: 0,
+            retry_at: None,
+            ..self
         }
     }
 
@@ -242,22 +268,14 @@ impl LeaseCache {
                 match renew(lease.clone()).await {
                     Ok(granted) if !granted.is_zero() => {
                         let fraction = f64::from(percent) / 100.0;
-                        let now = Instant::now();
-                        // A grant shorter than asked means the max TTL is
-                        // near: use it, then fetch new credentials.
-                        let capped =
-                            granted.saturating_add(Duration::from_secs(1)) < lease.duration;
-                        let refreshed = Kept {
-                            dynamic: Dynamic {
-                                refresh_at: after(now, granted.mul_f64(fraction)),
-                                renew: !capped,
-                                ..cached.dynamic
-                            },
-                            text: cached.text,
-                        };
+                        let refreshed = cached.renewed(&lease, granted, fraction);
                         let response = refreshed.response();
+                        tracing::debug!(
+                            granted_s = granted.as_secs(),
+                            capped = !refreshed.dynamic.renew,
+                            "renewed lease"
+                        );
                         slot.entry().value = Some(refreshed);
-                        tracing::debug!(granted_s = granted.as_secs(), capped, "renewed lease");
                         return Ok((response, Outcome::Renewed));
                     }
                     Ok(_) => {}
@@ -279,7 +297,7 @@ impl LeaseCache {
             }
         };
         let kept = classify(&response, percent, Instant::now())
-            .map(|dynamic| Kept::new(dynamic, &response))
+            .map(|dynamic| Kept::new(dynamic, &response, percent))
             .filter(|kept| kept.weight() <= self.max_bytes);
         let keep = kept.is_some();
         let new = kept.as_ref().map_or(0, Kept::weight);
@@ -294,6 +312,90 @@ impl LeaseCache {
             self.slots.remove_if_unused(key);
         }
         Ok((response, Outcome::Fetched))
+    }
+
+    /// When `key`'s kept response is next due for renewal or re-fetch
+    /// (`None` when nothing is kept for it).
+    pub fn refresh_at(&self, key: &LeaseKey) -> Option<Instant> {
+        self.slots.peek(key, |kept| kept.dynamic.refresh_at)
+    }
+
+    /// Renewable leases due now (for the background renewal; failed ones
+    /// wait for their backoff).
+    pub fn due(&self) -> Vec<(LeaseKey, Lease)> {
+        self.due_and_next().0
+    }
+
+    /// [`due`](Self::due), and when the next renewable lease comes due.
+    pub fn due_and_next(&self) -> (Vec<(LeaseKey, Lease)>, Option<Instant>) {
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        let due = self
+            .slots
+            .select(|_, kept: &Kept| {
+                let lease = kept.dynamic.lease.as_ref().filter(|_| kept.dynamic.renew)?;
+                let at = kept.dynamic.refresh_at.max(kept.retry_at.unwrap_or(now));
+                if at > now {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                    return None;
+                }
+                Some(lease.clone())
+            })
+            .into_iter()
+            .map(|(key, _, lease)| (key, lease))
+            .collect();
+        (due, next)
+    }
+
+    /// Renews `key`'s lease in the background, through `renew`, if it is
+    /// still due and no Mount is using it. `None`: nothing to do;
+    /// `Some(Ok(granted))`: renewed (next due at `renewalPercent` of the
+    /// grant, less up to 5% jitter so that many leases granted together do
+    /// not come due together); `Some(Err)`: failed, and the next try waits
+    /// (1 s, doubling up to a minute). The kept response stays as it is:
+    /// a Mount that finds it due renews or fetches anew itself. Not a use:
+    /// an idle pod's leases still go with its state.
+    pub async fn renew_in_background<R, RF>(
+        &self,
+        key: &LeaseKey,
+        renew: R,
+    ) -> Option<Result<Duration, VaultError>>
+    where
+        R: FnOnce(Lease) -> RF,
+        RF: Future<Output = Result<Duration, VaultError>>,
+    {
+        let slot = self.slots.peek_slot(key)?;
+        let _busy = slot.busy.try_lock().ok()?;
+        let kept = slot.entry().value.clone()?;
+        let lease = kept.dynamic.lease.clone()?;
+        if !kept.dynamic.renew || Instant::now() < kept.dynamic.refresh_at {
+            return None;
+        }
+        let result = match renew(lease.clone()).await {
+            Ok(granted) if granted.is_zero() => Err(VaultError::Unexpected(
+                "Vault renewed the lease for 0 seconds".into(),
+            )),
+            other => other,
+        };
+        let mut entry = slot.entry();
+        let Some(current) = entry.value.take() else {
+            return Some(result);
+        };
+        entry.value = Some(match &result {
+            Ok(granted) => {
+                let share = f64::from(current.percent) / 100.0 * rand::random_range(0.95..=1.0);
+                current.renewed(&lease, *granted, share)
+            }
+            Err(_) => {
+                let failures = current.failures.saturating_add(1);
+                Kept {
+                    failures,
+                    retry_at: Some(after(Instant::now(), super::tokens::backoff(failures))),
+                    ..current
+                }
+            }
+        });
+        Some(result)
     }
 
     /// Drops entries unused for longer than `idle`; returns the leases they held.
@@ -494,6 +596,7 @@ mod tests {
         let one = Kept::new(
             classify(&leased("x", 100, true), 50, Instant::now()).unwrap(),
             &leased("x", 100, true),
+            50,
         )
         .weight();
         // Room for three responses; entries for ten in this (one) namespace,
@@ -580,5 +683,100 @@ mod tests {
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].1.id, "a");
         assert!(cache.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn background_renewal_extends_due_leases_then_backs_off() {
+        let cache = LeaseCache::new(10, 1 << 20);
+        cache
+            .get(
+                &key(),
+                50,
+                || async { Ok(leased("a", 100, true)) },
+                no_renew,
+            )
+            .await
+            .unwrap();
+        assert!(cache.due().is_empty(), "not due before 50% of its TTL");
+        tokio::time::advance(Duration::from_secs(51)).await;
+        let due = cache.due();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].1.id, "a");
+
+        let renewed = cache
+            .renew_in_background(&key(), |lease| async move {
+                assert_eq!(lease.duration, Duration::from_secs(100));
+                Ok(Duration::from_secs(100))
+            })
+            .await;
+        assert_eq!(renewed.unwrap().unwrap(), Duration::from_secs(100));
+        assert!(cache.due().is_empty());
+        // Next due at 47.5–50% of the grant (jitter), and the same response.
+        let next = cache.refresh_at(&key()).unwrap() - Instant::now();
+        assert!(
+            next >= Duration::from_millis(47_400) && next <= Duration::from_secs(50),
+            "{next:?}"
+        );
+        let (same, outcome) = cache
+            .get(&key(), 50, || async { panic!("no fetch") }, no_renew)
+            .await
+            .unwrap();
+        assert_eq!(
+            (outcome, same["data"]["username"].as_str()),
+            (Outcome::Reused, Some("a"))
+        );
+
+        // A failed renewal waits for its backoff before the next try.
+        tokio::time::advance(Duration::from_secs(51)).await;
+        let failed = cache
+            .renew_in_background(&key(), |_| async {
+                Err(VaultError::Unavailable("down".into()))
+            })
+            .await;
+        assert!(failed.unwrap().is_err());
+        assert!(cache.due().is_empty(), "backing off");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(cache.due().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn background_renewal_leaves_certificates_and_capped_leases_alone() {
+        let cache = LeaseCache::new(10, 1 << 20);
+        cache
+            .get(
+                &key(),
+                50,
+                || async { Ok(leased("a", 100, false)) },
+                no_renew,
+            )
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(cache.due().is_empty(), "not renewable");
+        assert!(
+            cache
+                .renew_in_background(&key(), |_| async { panic!("no renewal") })
+                .await
+                .is_none()
+        );
+
+        let cache = LeaseCache::new(10, 1 << 20);
+        cache
+            .get(
+                &key(),
+                50,
+                || async { Ok(leased("b", 100, true)) },
+                no_renew,
+            )
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(60)).await;
+        // The max TTL cut the grant short: no more renewals, a Mount fetches anew.
+        let capped = cache
+            .renew_in_background(&key(), |_| async { Ok(Duration::from_secs(30)) })
+            .await;
+        assert!(capped.unwrap().is_ok());
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert!(cache.due().is_empty(), "capped: never renewed again");
     }
 }

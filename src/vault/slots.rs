@@ -194,11 +194,39 @@ impl<K: Clone + Eq + Hash, V> SlotMap<K, V> {
         }
     }
 
+    /// `key`'s slot if it exists (never creates one).
+    pub(super) fn peek_slot(&self, key: &K) -> Option<Arc<Slot<V>>> {
+        self.slots().map.get(key).map(|held| held.slot.clone())
+    }
+
     /// Reads `key`'s value, if any, without creating a slot or touching it.
     pub(super) fn peek<R>(&self, key: &K, read: impl FnOnce(&V) -> R) -> Option<R> {
         let slots = self.slots();
         let entry = slots.map.get(key)?.slot.entry();
         entry.value.as_ref().map(read)
+    }
+
+    /// For every slot holding a value, `pick(key, value)`; the `Some`s, with
+    /// their slots. Neither creates nor touches a slot (a background renewal
+    /// is not a use). A linear scan, for the once-a-second renewal sweep.
+    pub(super) fn select<R>(
+        &self,
+        mut pick: impl FnMut(&K, &V) -> Option<R>,
+    ) -> Vec<(K, Arc<Slot<V>>, R)> {
+        let slots = self.slots();
+        slots
+            .map
+            .iter()
+            .filter_map(|(key, held)| {
+                let picked = held
+                    .slot
+                    .entry()
+                    .value
+                    .as_ref()
+                    .and_then(|v| pick(key, v))?;
+                Some((key.clone(), held.slot.clone(), picked))
+            })
+            .collect()
     }
 
     /// Removes every slot; returns the values they held.

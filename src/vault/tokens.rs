@@ -75,6 +75,9 @@ struct Cached {
     expires_at: Option<Instant>,
     /// TTL the last login granted, requested again on renewal.
     period: Duration,
+    /// Background renewals failed in a row, and when to try again.
+    failures: u32,
+    retry_at: Option<Instant>,
 }
 
 /// Bounded map of identity → token. A slot's lock is held while logging in
@@ -141,20 +144,8 @@ impl TokenCache {
         if let Some((token, period)) = Self::renewable(&slot)
             && let Refresh::Renewed(granted) = renew(token.clone()).await
         {
-            let now = Instant::now();
-            // A grant shorter than asked means the max TTL is near: use
-            // the token until shortly before it ends, then log in.
-            let refresh_at = if granted.saturating_add(Duration::from_secs(1)) >= period {
-                after(now, refresh_delay(granted))
-            } else {
-                after(now, granted.saturating_sub(safety_margin(granted)))
-            };
-            let mut entry = slot.entry();
-            if let Some(cached) = entry.value.as_mut() {
-                cached.refresh_at = refresh_at;
-                cached.expires_at = Some(after(now, granted));
-            }
-            entry.last_used = now;
+            Self::renewed(&slot, granted, period);
+            slot.entry().last_used = Instant::now();
             return Ok((token, Origin::Cached));
         }
         let token = match login().await {
@@ -178,6 +169,8 @@ impl TokenCache {
             expires_at: (!token.ttl.is_zero()).then(|| after(now, token.ttl)),
             period: token.ttl,
             token: token.clone(),
+            failures: 0,
+            retry_at: None,
         };
         {
             let mut entry = slot.entry();
@@ -186,6 +179,114 @@ impl TokenCache {
         }
         self.slots.admit(identity, &slot);
         Ok((token, Origin::Fresh))
+    }
+
+    /// Identities whose token is due for renewal and can be renewed, now
+    /// (for the background renewal; failed ones wait for their backoff).
+    pub fn due(&self) -> Vec<Identity> {
+        self.due_and_next().0
+    }
+
+    /// [`due`](Self::due), and when the next renewable token comes due.
+    pub fn due_and_next(&self) -> (Vec<Identity>, Option<Instant>) {
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        let due = self
+            .slots
+            .select(|_, cached: &Cached| {
+                if !cached.token.renewable || !cached.alive(now) {
+                    return None;
+                }
+                let at = cached.refresh_at.max(cached.retry_at.unwrap_or(now));
+                if at > now {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                    return None;
+                }
+                Some(())
+            })
+            .into_iter()
+            .map(|(identity, _, ())| identity)
+            .collect();
+        (due, next)
+    }
+
+    /// Renews `identity`'s token in the background, through `renew`, if it
+    /// is still due and no caller is refreshing it. `None`: nothing to do;
+    /// `Some(true)`: renewed; `Some(false)`: Vault refused or could not be
+    /// reached, and the next try waits (1 s, doubling up to a minute). Never
+    /// logs in (the next Mount does) and is not a use: an idle pod's token
+    /// still expires with its state.
+    pub async fn renew_in_background<R, RF>(&self, identity: &Identity, renew: R) -> Option<bool>
+    where
+        R: FnOnce(Token) -> RF,
+        RF: Future<Output = Refresh>,
+    {
+        let slot = self.slots.peek_slot(identity)?;
+        let _refreshing = slot.busy.try_lock().ok()?;
+        if Self::fresh_untouched(&slot) {
+            return None;
+        }
+        let (token, period) = Self::renewable(&slot)?;
+        match renew(token).await {
+            Refresh::Renewed(granted) => {
+                Self::renewed(&slot, granted, period);
+                Some(true)
+            }
+            Refresh::Login => {
+                if let Some(cached) = slot.entry().value.as_mut() {
+                    cached.failures = cached.failures.saturating_add(1);
+                    cached.retry_at = Some(after(Instant::now(), backoff(cached.failures)));
+                }
+                Some(false)
+            }
+        }
+    }
+
+    /// Marks `identity`'s token as used now (a tracked volume keeps it from
+    /// expiring with idle pod state).
+    pub fn touch(&self, identity: &Identity) {
+        if let Some(slot) = self.slots.peek_slot(identity) {
+            slot.entry().last_used = Instant::now();
+        }
+    }
+
+    /// Whether `identity` has a token that can still be used or renewed
+    /// without a new login.
+    pub fn usable(&self, identity: &Identity) -> bool {
+        let now = Instant::now();
+        self.slots
+            .peek(identity, |cached| {
+                now < cached.refresh_at || cached.alive(now)
+            })
+            .unwrap_or(false)
+    }
+
+    /// Records a renewal that granted `granted`. A grant shorter than asked
+    /// means the max TTL is near: the token is used until shortly before it
+    /// ends, then replaced by a login.
+    fn renewed(slot: &Slot<Cached>, granted: Duration, period: Duration) {
+        let now = Instant::now();
+        let refresh_at = if granted.saturating_add(Duration::from_secs(1)) >= period {
+            after(now, refresh_delay(granted))
+        } else {
+            after(now, granted.saturating_sub(safety_margin(granted)))
+        };
+        let mut entry = slot.entry();
+        if let Some(cached) = entry.value.as_mut() {
+            cached.refresh_at = refresh_at;
+            cached.expires_at = Some(after(now, granted));
+            cached.failures = 0;
+            cached.retry_at = None;
+        }
+    }
+
+    /// Whether the cached token is before its refresh time (without marking a use).
+    fn fresh_untouched(slot: &Slot<Cached>) -> bool {
+        let now = Instant::now();
+        slot.entry()
+            .value
+            .as_ref()
+            .is_some_and(|cached| now < cached.refresh_at)
     }
 
     /// Forgets `token` for `identity` if it is still the cached one (a Mount
@@ -235,12 +336,23 @@ impl TokenCache {
     fn renewable(slot: &Slot<Cached>) -> Option<(Token, Duration)> {
         let entry = slot.entry();
         let cached = entry.value.as_ref()?;
-        let now = Instant::now();
-        let alive = cached
-            .expires_at
-            .is_none_or(|end| now + safety_margin(cached.period) < end);
-        (cached.token.renewable && alive).then(|| (cached.token.clone(), cached.period))
+        (cached.token.renewable && cached.alive(Instant::now()))
+            .then(|| (cached.token.clone(), cached.period))
     }
+}
+
+impl Cached {
+    /// Whether Vault will still accept the token a while longer.
+    fn alive(&self, now: Instant) -> bool {
+        self.expires_at
+            .is_none_or(|end| now + safety_margin(self.period) < end)
+    }
+}
+
+/// Wait before the next background try after `failures` failed ones (1 s,
+/// doubling, at most a minute).
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1 << failures.clamp(1, 7).saturating_sub(1)).min(Duration::from_secs(60))
 }
 
 fn tokens(cached: Vec<(Identity, Cached)>) -> Vec<(Identity, Token)> {
@@ -553,5 +665,37 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(origin, Origin::Fresh);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn background_renewal_renews_due_tokens_without_logging_in() {
+        let cache = TokenCache::new(10);
+        let login = || async { Ok(token(100, true)) };
+        cache.get(&identity("a"), login, no_renew).await.unwrap();
+        assert!(cache.due().is_empty());
+        tokio::time::advance(Duration::from_secs(71)).await;
+        assert_eq!(cache.due(), [identity("a")]);
+        let renewed = cache
+            .renew_in_background(&identity("a"), |_| async {
+                Refresh::Renewed(Duration::from_secs(100))
+            })
+            .await;
+        assert_eq!(renewed, Some(true));
+        assert!(cache.due().is_empty());
+        assert!(cache.usable(&identity("a")));
+
+        // Refused: no login, a backoff, then due again.
+        tokio::time::advance(Duration::from_secs(71)).await;
+        let refused = cache
+            .renew_in_background(&identity("a"), |_| async { Refresh::Login })
+            .await;
+        assert_eq!(refused, Some(false));
+        assert!(cache.due().is_empty(), "backing off");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(cache.due().len(), 1);
+        // Past its TTL the token is no longer usable: a login is needed.
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(!cache.usable(&identity("a")));
+        assert!(cache.due().is_empty(), "an expired token is not renewed");
     }
 }

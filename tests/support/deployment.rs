@@ -116,6 +116,37 @@ impl Deployment {
         self.bao.kv2_put(&self.ns, "secret", path, data).await
     }
 
+    /// A PKI mount `pki` in the namespace (a root CA, a role `app` for
+    /// `*.svc` backdating by 1 s), and an AppRole `fresh` that may issue from
+    /// it and read `secret/data/app*`: its role ID and secret ID.
+    pub async fn pki_issuer(&self) -> (String, String) {
+        let (bao, ns) = (self.bao, self.ns.as_str());
+        bao.enable_secrets(ns, "pki", "pki", None).await;
+        bao.api(
+            "POST",
+            ns,
+            "pki/root/generate/internal",
+            Some(json!({"common_name": "ca", "ttl": "24h"})),
+        )
+        .await;
+        bao.api(
+            "POST",
+            ns,
+            "pki/roles/app",
+            Some(json!({"allowed_domains": "svc", "allow_subdomains": true, "max_ttl": "1h", "not_before_duration": "1s"})),
+        )
+        .await;
+        bao.write_policy(
+            ns,
+            "fresh",
+            r#"path "secret/data/app*" { capabilities = ["read"] }
+path "pki/issue/app" { capabilities = ["update"] }"#,
+        )
+        .await;
+        bao.approle(ns, "approle", "fresh", &["fresh"], json!({}))
+            .await
+    }
+
     /// Logins so far: the tokens that exist in the namespace.
     pub async fn token_count(&self) -> usize {
         self.bao.token_accessors(&self.ns).await.len()

@@ -77,6 +77,15 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // The superuser (OpenBao's connection) is trusted; every other role
+        // must give its password, so a test can check leased credentials.
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\n\
+             host all postgres 127.0.0.1/32 trust\n\
+             host all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .expect("write pg_hba.conf");
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -152,6 +161,21 @@ impl Postgres {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+}
+
+impl Postgres {
+    /// Whether `user` can log in with `password` over TCP now (a role past
+    /// its `VALID UNTIL` cannot).
+    pub fn login(&self, user: &str, password: &str) -> bool {
+        Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", user])
+            .args(["-d", "postgres", "-w", "-At", "-c", "SELECT 1"])
+            .env("PGPASSWORD", password)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     }
 }
 

@@ -174,6 +174,15 @@ impl Provider {
         (status, content_type, response.text().await.expect("body"))
     }
 
+    /// One series' value from `/metrics` (`series` is the name with its
+    /// labels, as printed); 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, _, body) = self.get("/metrics").await;
+        body.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// The providers directory the driver searches (`<dir>/vault.sock` inside).
     pub fn providers_dir(&self) -> &Path {
         self.dir.path()
@@ -599,6 +608,19 @@ impl Volume {
             .status()
             .is_ok_and(|s| s.success());
         Volume { dir, tmpfs }
+    }
+
+    /// Unmounts its tmpfs, as the driver does at NodeUnpublishVolume; the
+    /// directory stays.
+    pub fn unmount(&mut self) {
+        if self.tmpfs {
+            let ok = Command::new("umount")
+                .arg(self.dir.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "umount {}", self.dir.path().display());
+            self.tmpfs = false;
+        }
     }
 
     /// Its path (the driver's `target_path`).

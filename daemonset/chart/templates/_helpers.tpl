@@ -38,6 +38,8 @@ tokenCacheSize: 10000
 maxResponseSize: 4194304
 leaseCacheSize: 10000
 podStateIdleTimeout: 30m
+refreshInterval: 2m
+maxTrackedVolumes: 10000
 revokeOnIdle: false
 revokeTokensOnShutdown: false
 versionKeyFile: ""
