@@ -1,7 +1,7 @@
-//! An OpenBao (or Vault, [`super::flavour`]) that survives restarts: a real (non-dev) server with integrated
-//! (raft) storage on disk, initialised with one unseal key, which a test may kill, restart,
-//! seal and unseal. Its data, AppRoles and tokens outlive each restart, as in
-//! production, so the provider's cached token stays valid across an outage.
+//! An OpenBao (or Vault, [`super::flavour`]) that survives restarts: a real (non-dev)
+//! server with integrated (raft) storage on disk, initialised with one unseal key, which a
+//! test may kill, restart, seal and unseal. Its data, AppRoles and tokens outlive each
+//! restart, as in production, so the provider's cached token stays valid across an outage.
 //!
 //! Optional extra listener configuration (e.g. a TLS listener that requires
 //! client certificates) is appended to its configuration file.

@@ -10,8 +10,8 @@
 //! `N/app-read` and grants `N/secret/data/...`. The admin helpers translate their calls
 //! ([`root_request`]) and the driver client translates each Mount's attributes
 //! ([`prefix_attributes`]), so a test reads the same on both servers. What depends on
-//! namespaces themselves (several namespaces in one Mount, a missing namespace, tenants
-//! told apart by namespace) cannot run on Vault OSS: such a test starts with
+//! namespaces themselves (several namespaces in one Mount, a missing namespace, a path that
+//! names its namespace) cannot run on Vault OSS: such a test starts with
 //! `if skip_without_namespaces() { return; }` and says on the terminal that it was skipped.
 #![allow(dead_code)]
 
@@ -128,7 +128,7 @@ pub fn root_request(namespace: &str, path: &str, body: Option<Value>) -> (String
     };
     let body = body.map(|mut body| {
         if let Some(hcl) = body.get("policy").and_then(Value::as_str) {
-            body["policy"] = Value::String(hcl.replace("path \"", &format!("path \"{ns}/")));
+            body["policy"] = Value::String(policy_in_root(ns, hcl));
         }
         if let Some(lease) = body.get("lease_id").and_then(Value::as_str) {
             body["lease_id"] = Value::String(format!("{ns}/{lease}"));
@@ -148,6 +148,21 @@ pub fn root_request(namespace: &str, path: &str, body: Option<Value>) -> (String
         body
     });
     (prefixed, body)
+}
+
+/// An ACL policy of namespace `ns` with each `path "..."` it grants moved by [`in_root`].
+fn policy_in_root(ns: &str, hcl: &str) -> String {
+    let mut out = String::with_capacity(hcl.len());
+    let mut rest = hcl;
+    while let Some(at) = rest.find("path \"") {
+        let (head, tail) = rest.split_at(at + "path \"".len());
+        let end = tail.find('"').unwrap_or(tail.len());
+        out.push_str(head);
+        out.push_str(&in_root(ns, &tail[..end]));
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Where path `path` of namespace `ns` lives in the root namespace: an auth method's
@@ -239,6 +254,19 @@ fn prefix_paths(ns: &str, objects: &str) -> String {
         }
     }
     out
+}
+
+#[test]
+fn policies_grant_the_prefixed_paths() {
+    assert_eq!(
+        policy_in_root(
+            "admin/t-x",
+            "path \"secret/data/app*\" { capabilities = [\"read\"] }\n\
+             path \"auth/token/lookup-self\" { capabilities = [\"read\"] }"
+        ),
+        "path \"admin/t-x/secret/data/app*\" { capabilities = [\"read\"] }\n\
+         path \"auth/token/lookup-self\" { capabilities = [\"read\"] }"
+    );
 }
 
 #[test]
