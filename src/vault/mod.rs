@@ -10,9 +10,11 @@
 //! - [`error`](self::error): every failure as one typed [`VaultError`];
 //! - [`retry`]: which failures are repeated, and how often;
 //! - [`leases`]: the per-pod cache of certificates and leased secrets;
-//! - [`flight`]: identical concurrent reads shared (single flight).
+//! - [`flight`]: identical concurrent reads shared (single flight);
+//! - `compact`: kept responses as text whose long strings (CA chains) are shared.
 
 mod auth;
+mod compact;
 mod error;
 pub mod fair;
 pub mod flight;
