@@ -4,7 +4,8 @@
 #   make unit    the fast tier, seconds: unit tests, the provider core against a fake Vault
 #                (tests/core.rs) and the parser properties; needs nothing from the tool cache
 #   make test    unit + integration tests against real OpenBao, the real driver client (v1.5 and v1.6)
-#                and, end to end, a local Kubernetes control plane with the real driver (v1.5 and v1.6)
+#                and, end to end, a local Kubernetes control plane with the real driver (v1.5 and v1.6);
+#                then the Vault-facing suites again against HashiCorp Vault (OSS)
 #   make lint    rustfmt and clippy
 #   make soak    minutes of Mounts with rotation and OpenBao restarts (SOAK_SECS, default 300)
 #   make fuzz    cargo-fuzz (nightly) on each parser target for FUZZ_SECS seconds (default 60)
@@ -17,7 +18,8 @@
 #                sections 7, 6 and 8 alone and replace only theirs (6: HashiCorp's provider side by side)
 #   make compat  HashiCorp's e2e SecretProviderClasses (from its tarball) mounted through its provider
 #                and ours, files and outcomes compared; fails on an unexplained difference
-#   make vault-server   HashiCorp Vault server (OSS) built from its Go module (tests/peers/vault/)
+#   make vault-server   HashiCorp Vault server (OSS) built from its Go module (tests/peers/vault/),
+#                the second server of `make test`
 #   make peer-provider  HashiCorp's vault-csi-provider, stock and unthrottled, from its source
 #                tarball VSP_PEER_PROVIDER_TARBALL (tests/peers/csi-provider/); both into
 #                $(VSP_TOOLS_DIR)/peers/bin; the provider is run by `make bench` and `make compat`
@@ -61,7 +63,7 @@ all: build
 build:
 	$(CARGO) build --release --locked
 
-tools: openbao driver-clients postgres k8s-tools install-tools
+tools: openbao driver-clients postgres k8s-tools install-tools vault-server
 
 openbao:
 	@scripts/install-openbao.sh >/dev/null
@@ -77,8 +79,8 @@ driver-clients:
 k8s-tools:
 	@tests/kubernetes/build.sh $(K8S_TOOLS)
 
-# The peers: other projects' servers and providers, built for comparison runs (tests/peers/).
-# Not part of `make test`; each builds once per version into $(PEERS), nice'd.
+# The peers: other projects' servers and providers, built for comparison runs (tests/peers/);
+# each builds once per version into $(PEERS), nice'd. The Vault server is part of `make test`.
 PEERS := $(TOOLS)/peers
 # HashiCorp's provider source, a release tarball (relative to this directory); absent: skipped.
 export VSP_PEER_PROVIDER_TARBALL ?= ../shared/peers/vault-csi-provider-v1.7.4.tar.gz
@@ -100,13 +102,29 @@ unit:
 install-tools:
 	@tests/install-tools/build.sh $(INSTALL_TOOLS)
 
+# The test files that talk to Vault, run a second time against HashiCorp Vault (OSS) by
+# `make test`; their namespace tests say "skipped on HashiCorp Vault" (tests/support/flavour.rs).
+# Their tests that never reach a Vault server (the socket, our stand-in hostile servers, the
+# support code's own unit tests) run once, in the OpenBao pass.
+VAULT_SUITES := mount lifecycle faults tls bad_input security tenants tenants_bounds tenants_fair \
+	ops kubernetes
+VAULT_PASS_SKIP := support:: socket_is_private_and_removed_on_sigterm socket_mode_and_owner \
+	healthz_and_readyz_follow_the_socket \
+	redirects_lead_only_to_allowed_origins non_vault_bodies_are_never_quoted \
+	huge_answers_from_a_hostile_vault a_dense_answer_is_charged hostile_answers_never_panic
+
 # The integration tests share one OpenBao dev server and one Kubernetes control plane
-# for the whole run.
+# for the whole run; then the Vault-facing suites share one Vault dev server.
 test: tools
 	$(CARGO) build --locked --all-targets
 	VSP_TEST_DRIVER_CLIENT_DIR=$(TOOLS)/bin VSP_TEST_PG_BIN=$$(scripts/install-postgres.sh) \
 		scripts/with-kubernetes.sh \
 		scripts/with-openbao.sh $(CARGO) test --locked --all-targets
+	VSP_TEST_DRIVER_CLIENT_DIR=$(TOOLS)/bin VSP_TEST_PG_BIN=$$(scripts/install-postgres.sh) \
+		VSP_TEST_VAULT_BIN=$(PEERS)/bin/vault \
+		scripts/with-kubernetes.sh \
+		scripts/with-vault.sh $(CARGO) test --locked $(VAULT_SUITES:%=--test %) \
+		-- $(VAULT_PASS_SKIP:%=--skip %)
 
 # The soak test alone, longer than its 30 s run inside `make test`.
 soak: openbao driver-clients

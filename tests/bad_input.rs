@@ -9,6 +9,7 @@ mod support;
 
 use serde_json::{Map, Value, json};
 use support::deployment::Deployment;
+use support::flavour::skip_without_namespaces;
 use support::openbao::unique;
 use support::provider::{Provider, Volume, driver_clients};
 
@@ -522,6 +523,9 @@ async fn bad_input_is_invalid_argument_names_the_parameter_and_writes_nothing() 
 /// and the answer is `NotFound`, naming the namespace.
 #[tokio::test]
 async fn missing_namespace_is_not_found() {
+    if skip_without_namespaces() {
+        return;
+    }
     let d = Deployment::new("no-namespace").await;
     let provider = Provider::start(&d.bao.addr, &[]);
     let missing = format!("{}-missing", d.ns);

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::certs::watch_certificates;
 use support::deployment::Deployment;
+use support::flavour::prefix_attributes;
 use support::kube::{DRIVER_NAME, Driver, DriverVersion, Kube, Publish, secret_value};
 use support::openbao::{OpenBao, deployment_namespace};
 use support::provider::{Provider, assert_log_clean};
@@ -154,6 +155,14 @@ async fn seed_workflow(version: DriverVersion) {
     // ID and a Secret to sync, and the app's pod.
     let ns = kube.namespace(&format!("seed-{}", version.line())).await;
     let node = Driver::new_node_name();
+    // (On HashiCorp Vault, the namespace becomes path prefixes: support::flavour.)
+    let parameters = prefix_attributes(&json!({
+        "vaultAddress": bao.addr,
+        "vaultNamespace": deployment,
+        "roleId": role_id,
+        "objects": "- objectName: db-password\n  secretPath: secret/data/database\n  secretKey: password\n\
+                    - objectName: db-username\n  secretPath: secret/data/database\n  secretKey: username\n  filePermission: 0640\n",
+    }));
     let created = kube
         .create_all(&format!(
             r#"
@@ -180,18 +189,7 @@ metadata:
   namespace: {ns}
 spec:
   provider: vault
-  parameters:
-    vaultAddress: {vault}
-    vaultNamespace: {deployment}
-    roleId: {role_id}
-    objects: |
-      - objectName: db-password
-        secretPath: secret/data/database
-        secretKey: password
-      - objectName: db-username
-        secretPath: secret/data/database
-        secretKey: username
-        filePermission: 0640
+  parameters: {parameters}
   secretObjects:
     - secretName: app-database
       type: Opaque
@@ -202,7 +200,6 @@ spec:
           key: username
 ---
 {pod}"#,
-            vault = bao.addr,
             pod = pod_yaml(&ns, "app-0", &node, "app", Some("app-approle")),
         ))
         .await;
@@ -338,14 +335,8 @@ async fn seed_workflow_through_driver_v1_6() {
 
 /// The metadata of every token issued in an OpenBao namespace (one per login).
 async fn vault_logins(bao: &OpenBao, namespace: &str) -> Vec<Value> {
-    let (status, list) = bao
-        .api_status("LIST", namespace, "auth/token/accessors", None)
-        .await;
-    if status == 404 {
-        return Vec::new();
-    }
     let mut logins = Vec::new();
-    for accessor in list["data"]["keys"].as_array().expect("accessors") {
+    for accessor in bao.token_accessors(namespace).await {
         let token = bao
             .api(
                 "POST",
@@ -414,6 +405,13 @@ async fn kubernetes_auth(version: DriverVersion) {
 
     // A SecretProviderClass for the role, no nodePublishSecretRef: the pod's own
     // token is the credential. The intruder's pod uses it under another account.
+    // (On HashiCorp Vault, the namespace becomes path prefixes: support::flavour.)
+    let parameters = prefix_attributes(&json!({
+        "vaultAddress": bao.addr,
+        "vaultNamespace": deployment,
+        "roleName": "app",
+        "objects": "- objectName: api-key\n  secretPath: secret/data/app\n  secretKey: api-key\n",
+    }));
     let node = Driver::new_node_name();
     kube.create_all(&format!(
         r#"
@@ -436,19 +434,11 @@ metadata:
   namespace: {ns}
 spec:
   provider: vault
-  parameters:
-    vaultAddress: {vault}
-    vaultNamespace: {deployment}
-    roleName: app
-    objects: |
-      - objectName: api-key
-        secretPath: secret/data/app
-        secretKey: api-key
+  parameters: {parameters}
 ---
 {app}
 ---
 {intruder}"#,
-        vault = bao.addr,
         app = pod_yaml(&ns, "app-0", &node, "app", None),
         intruder = pod_yaml(&ns, "intruder-0", &node, "intruder", None),
     ))
@@ -522,7 +512,18 @@ async fn direct_mode_volume_stays_fresh(version: DriverVersion) {
 
     let ns = kube.namespace(&format!("fresh-{}", version.line())).await;
     let node = Driver::new_node_name();
-    let issue = "secretPath: pki/issue/app\n        method: PUT\n        secretArgs: {common_name: api.svc, ttl: 15s}\n        renewalPercent: 50";
+    let issue = "secretPath: pki/issue/app\n  method: PUT\n  secretArgs: {common_name: api.svc, ttl: 15s}\n  renewalPercent: 50";
+    // (On HashiCorp Vault, the namespace becomes path prefixes: support::flavour.)
+    let parameters = prefix_attributes(&json!({
+        "vaultAddress": d.bao.addr,
+        "vaultNamespace": d.ns,
+        "roleId": role_id,
+        "objects": format!(
+            "- objectName: tls.crt\n  {issue}\n  secretKey: certificate\n\
+             - objectName: tls.key\n  {issue}\n  secretKey: private_key\n  filePermission: 0600\n\
+             - objectName: api-key\n  secretPath: secret/data/app\n  secretKey: api-key\n"
+        ),
+    }));
     kube.create_all(&format!(
         r#"
 apiVersion: v1
@@ -546,25 +547,9 @@ metadata:
   namespace: {ns}
 spec:
   provider: vault
-  parameters:
-    vaultAddress: {vault}
-    vaultNamespace: {vault_ns}
-    roleId: {role_id}
-    objects: |
-      - objectName: tls.crt
-        {issue}
-        secretKey: certificate
-      - objectName: tls.key
-        {issue}
-        secretKey: private_key
-        filePermission: 0600
-      - objectName: api-key
-        secretPath: secret/data/app
-        secretKey: api-key
+  parameters: {parameters}
 ---
 {pod}"#,
-        vault = d.bao.addr,
-        vault_ns = d.ns,
         pod = pod_yaml(&ns, "app-0", &node, "app", Some("app-approle")),
     ))
     .await;

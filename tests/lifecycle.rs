@@ -112,19 +112,7 @@ async fn jwt_auth_with_audiences_and_expiry() {
 
 /// The token's accessor, found in the namespace's accessor list.
 async fn accessors(d: &Deployment) -> Vec<String> {
-    let (status, body) = d
-        .bao
-        .api_status("LIST", &d.ns, "auth/token/accessors", None)
-        .await;
-    if status == 404 {
-        return Vec::new();
-    }
-    body["data"]["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k.as_str().unwrap().to_owned())
-        .collect()
+    d.bao.token_accessors(&d.ns).await
 }
 
 #[tokio::test]
@@ -355,24 +343,14 @@ async fn idle_pod_state_is_dropped() {
     assert!(provider.log().contains("dropped idle pod state"));
 }
 
-/// Vault requests counted from OpenBao's own audit log on a private server:
+/// Vault requests counted from the server's own audit log on a private server:
 /// a storm of Mounts by one identity and a series of rotation polls of a PKI
 /// object. The counts are printed for the record and bounded by assertions.
 #[tokio::test]
 async fn vault_request_counts_for_storms_and_rotation_polls() {
-    // OpenBao accepts audit devices only from its configuration file.
     let audit_dir = tempfile::tempdir().unwrap();
     let audit_log = audit_dir.path().join("audit.log");
-    let config = audit_dir.path().join("audit.hcl");
-    std::fs::write(
-        &config,
-        format!(
-            "audit \"file\" \"count\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
-            audit_log.display()
-        ),
-    )
-    .unwrap();
-    let bao = OpenBao::start_private_with(&[format!("-config={}", config.display())]).await;
+    let bao = OpenBao::start_private_audited(&audit_log).await;
     bao.enable_secrets("", "pki", "pki", None).await;
     bao.api(
         "POST",

@@ -13,6 +13,7 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 use support::deployment::{Deployment, POD_NAMESPACE, POD_UID};
+use support::flavour::prefix_attributes;
 use support::openbao::OpenBao;
 use support::provider::{Provider, v16_client};
 use support::secrets::assert_clean;
@@ -368,6 +369,13 @@ async fn mount_command_renders_an_spc_file_into_a_directory() {
         json!({"username": "local-user-name", "password": "local-pass-word"}),
     )
     .await;
+    // (On HashiCorp Vault, the namespace becomes path prefixes: support::flavour.)
+    let parameters = prefix_attributes(&json!({
+        "vaultNamespace": d.ns,
+        "roleId": d.role_id,
+        "objects": "- objectName: password\n  secretPath: secret/data/app\n  secretKey: password\n  filePermission: 0400\n\
+                    - objectName: config/app.json\n  secretPath: secret/data/app\n  render: data\n",
+    }));
     let work = tempfile::tempdir().unwrap();
     let spc = work.path().join("spc.yaml");
     std::fs::write(
@@ -384,20 +392,8 @@ metadata:
   name: app-secrets
 spec:
   provider: vault
-  parameters:
-    vaultNamespace: {ns}
-    roleId: {role_id}
-    objects: |
-      - objectName: password
-        secretPath: secret/data/app
-        secretKey: password
-        filePermission: 0400
-      - objectName: config/app.json
-        secretPath: secret/data/app
-        render: data
-"#,
-            ns = d.ns,
-            role_id = d.role_id
+  parameters: {parameters}
+"#
         ),
     )
     .unwrap();

@@ -23,6 +23,7 @@ use hyper::{Request, Response};
 use serde_json::{Value, json};
 use support::deployment::Deployment;
 use support::durable::{DurableOpenBao, free_port_pair};
+use support::flavour::skip_part_without_namespaces;
 use support::provider::{MountResult, Provider, Volume, driver_clients};
 
 const OBJECTS: &str = "- objectName: k\n  secretPath: secret/data/app\n  secretKey: k\n";
@@ -488,6 +489,9 @@ async fn objects_under_auth_are_refused() {
         ("AUTH/token/lookup-self", "GET"),
         (in_namespace.as_str(), "POST"),
     ] {
+        if path == in_namespace && skip_part_without_namespaces("a path naming its namespace") {
+            continue;
+        }
         let objects = format!("- objectName: t\n  secretPath: {path}\n  method: {method}\n");
         let (result, _) = mount(&provider, &d.attributes(&objects), &d.secrets());
         result.expect_err("InvalidArgument", "under auth/");
@@ -671,8 +675,19 @@ async fn a_vault_behind_a_path_prefix_gets_one_rule_for_every_call() {
     assert_eq!(status, 200, "{body}");
     let seen = proxy.seen();
     let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
-    assert!(paths.contains(&"/vault/v1/auth/approle/login"), "{paths:?}");
-    assert!(paths.contains(&"/vault/v1/secret/data/app"), "{paths:?}");
+    // (On HashiCorp Vault both lie under the deployment's path prefix: support::flavour.)
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.starts_with("/vault/v1/auth/") && p.ends_with("/approle/login")),
+        "{paths:?}"
+    );
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.starts_with("/vault/v1/") && p.ends_with("/secret/data/app")),
+        "{paths:?}"
+    );
     assert!(paths.contains(&"/vault/v1/sys/health"), "{paths:?}");
     assert!(
         paths.iter().all(|p| p.starts_with("/vault/v1/")),

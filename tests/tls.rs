@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::deployment::{merge, pod_attributes};
 use support::durable::free_port_pair;
+use support::flavour::Server;
 use support::provider::{Provider, assert_log_clean, mount_fresh};
 
 /// An OpenBao dev server with TLS; killed on drop.
@@ -23,18 +24,18 @@ struct TlsOpenBao {
 
 impl TlsOpenBao {
     async fn start() -> TlsOpenBao {
-        let bin = std::env::var("VSP_TEST_BAO_BIN").expect("VSP_TEST_BAO_BIN: run via `make test`");
+        let server = Server::current();
         let dir = tempfile::Builder::new()
             .prefix("vsp-tls-bao.")
             .tempdir()
             .unwrap();
         let port = free_port_pair();
         let log = std::fs::File::create(dir.path().join("openbao.log")).unwrap();
-        let child = Command::new(bin)
+        let child = Command::new(server.bin())
             .args(["server", "-dev-tls", "-dev-no-store-token"])
             .arg(format!("-dev-tls-cert-dir={}", dir.path().display()))
             .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
-            .env("BAO_DEV_ROOT_TOKEN_ID", "tls-root")
+            .env(server.dev_token_env(), "tls-root")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -1,7 +1,7 @@
-//! An OpenBao that survives restarts: a real (non-dev) server with integrated
-//! (raft) storage on disk, initialised with one unseal key, which a test may kill, restart,
-//! seal and unseal. Its data, AppRoles and tokens outlive each restart, as in
-//! production, so the provider's cached token stays valid across an outage.
+//! An OpenBao (or Vault, [`super::flavour`]) that survives restarts: a real (non-dev)
+//! server with integrated (raft) storage on disk, initialised with one unseal key, which a
+//! test may kill, restart, seal and unseal. Its data, AppRoles and tokens outlive each
+//! restart, as in production, so the provider's cached token stays valid across an outage.
 //!
 //! Optional extra listener configuration (e.g. a TLS listener that requires
 //! client certificates) is appended to its configuration file.
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use super::flavour::Server;
 use super::openbao::OpenBao;
 
 /// A disk-backed OpenBao owned by one test; killed on drop.
@@ -35,9 +36,13 @@ impl DurableOpenBao {
     /// Like [`start`](Self::start), with `extra` appended to the server's
     /// HCL configuration.
     pub async fn start_with(extra: &str) -> DurableOpenBao {
-        let bin = PathBuf::from(
-            std::env::var("VSP_TEST_BAO_BIN").expect("VSP_TEST_BAO_BIN: run via `make test`"),
-        );
+        let server = Server::current();
+        let bin = server.bin();
+        // As HashiCorp advise with integrated storage; OpenBao's configuration is left as it was.
+        let mlock = match server {
+            Server::OpenBao => "",
+            Server::Vault => "disable_mlock = true",
+        };
         let dir = tempfile::Builder::new()
             .prefix("vsp-durable-bao.")
             .tempdir()
@@ -56,6 +61,7 @@ listener "tcp" {{
 }}
 api_addr = "http://127.0.0.1:{port}"
 cluster_addr = "https://127.0.0.1:{cluster}"
+{mlock}
 {extra}
 "#,
             data = dir.path().join("data").display(),

@@ -1,5 +1,7 @@
 //! Shared helpers for the integration tests (`mod support;` in each test file).
 //!
+//! - `flavour`: which server the suites run against (OpenBao, or HashiCorp Vault with
+//!   `VSP_TEST_SERVER=vault`), and namespaces as path prefixes on Vault, which has none.
 //! - `openbao`: a real OpenBao server (the run-wide one that `scripts/with-openbao.sh`
 //!   starts, or private ones a test owns) and root-token admin calls to set it up.
 //! - `certs`: certificates and keys checked with `openssl` (validity, public keys).
@@ -24,6 +26,7 @@ pub mod certs;
 pub mod deployment;
 pub mod durable;
 pub mod faults;
+pub mod flavour;
 pub mod jwt;
 pub mod kube;
 pub mod openbao;

@@ -1,4 +1,4 @@
-//! A real OpenBao for integration tests.
+//! A real OpenBao (or HashiCorp Vault, see [`super::flavour`]) for integration tests.
 //!
 //! * [`OpenBao::shared`]: the run-wide dev server that `scripts/with-openbao.sh` starts
 //!   (`make test` wraps `cargo test` in it); found through `VSP_TEST_VAULT_ADDR` and
@@ -10,7 +10,8 @@
 //! Admin calls use the root token and, where a namespace is given, `X-Vault-Namespace`
 //! (`""` = the root namespace). They panic with the HTTP status and body on failure,
 //! which is what a test wants. [`OpenBao::request`] is the non-panicking form, with any
-//! token, for asserting on error responses.
+//! token, for asserting on error responses. On HashiCorp Vault, which has no namespaces,
+//! a namespace is a path prefix instead ([`flavour::root_request`]).
 #![allow(dead_code)]
 
 use std::collections::HashSet;
@@ -22,6 +23,8 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+use super::flavour::{self, Server};
 
 /// Handle on one OpenBao server, with its root token.
 pub struct OpenBao {
@@ -93,10 +96,8 @@ impl OpenBao {
     /// (e.g. `-config=<file>` declaring an audit device, which OpenBao only
     /// accepts from configuration).
     pub async fn start_private_with(extra_args: &[String]) -> PrivateOpenBao {
-        let bin = match std::env::var("VSP_TEST_BAO_BIN") {
-            Ok(v) if !v.is_empty() => PathBuf::from(v),
-            _ => panic!("VSP_TEST_BAO_BIN is not set: {RUN_VIA_MAKE}"),
-        };
+        let server = Server::current();
+        let bin = server.bin();
         let dir = tempfile::Builder::new()
             .prefix("vsp-private-bao.")
             .tempdir()
@@ -114,7 +115,7 @@ impl OpenBao {
                 .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
                 .args(extra_args)
                 // Token via env so it does not show in `ps`.
-                .env("BAO_DEV_ROOT_TOKEN_ID", &token)
+                .env(server.dev_token_env(), &token)
                 .env_remove("BAO_ADDR")
                 .env_remove("VAULT_ADDR")
                 .stdin(Stdio::null())
@@ -149,6 +150,41 @@ impl OpenBao {
         panic!("could not start a private OpenBao: {last_err}");
     }
 
+    /// A private dev server with a file audit device writing to `audit_log`, the way each
+    /// server takes one: OpenBao only from its configuration file, Vault through the API
+    /// (`sys/audit/<name>`), which OpenBao refuses.
+    pub async fn start_private_audited(audit_log: &std::path::Path) -> PrivateOpenBao {
+        match Server::current() {
+            Server::OpenBao => {
+                let config = audit_log.with_extension("hcl");
+                std::fs::write(
+                    &config,
+                    format!(
+                        "audit \"file\" \"count\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
+                        audit_log.display()
+                    ),
+                )
+                .expect("write the audit configuration");
+                Self::start_private_with(&[format!("-config={}", config.display())]).await
+            }
+            Server::Vault => {
+                let private = Self::start_private().await;
+                private
+                    .api(
+                        "POST",
+                        "",
+                        "sys/audit/count",
+                        Some(json!({
+                            "type": "file",
+                            "options": { "file_path": audit_log.display().to_string() },
+                        })),
+                    )
+                    .await;
+                private
+            }
+        }
+    }
+
     /// Any request, with any token (None = no token header), never panics on HTTP status:
     /// returns (status, body as JSON; Null when empty, a JSON string when not JSON).
     /// `path` is relative to `/v1/` and may carry a query (`secret/data/x?version=1`).
@@ -163,13 +199,14 @@ impl OpenBao {
     ) -> Result<(u16, Value), reqwest::Error> {
         let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
             .unwrap_or_else(|e| panic!("bad HTTP method {method:?}: {e}"));
+        let (path, body) = flavour::root_request(namespace, path, body);
         let url = format!("{}/v1/{}", self.addr, path.trim_start_matches('/'));
         let mut req = self.client.request(method, url);
         if let Some(t) = token {
             req = req.header("X-Vault-Token", t);
         }
         let ns = namespace.trim_matches('/');
-        if !ns.is_empty() {
+        if !ns.is_empty() && Server::current().has_namespaces() {
             req = req.header("X-Vault-Namespace", ns);
         }
         if let Some(b) = body {
@@ -229,7 +266,11 @@ impl OpenBao {
     /// Creates every level of `path` (e.g. "admin/deployments/x" creates admin,
     /// admin/deployments, admin/deployments/x). Existing levels are fine (OpenBao answers
     /// 200 with the existing namespace); concurrent creation of the same level is retried.
+    /// Nothing to create on Vault, where a namespace is only a path prefix.
     pub async fn create_namespace(&self, path: &str) {
+        if !Server::current().has_namespaces() {
+            return;
+        }
         let mut parent = String::new();
         for name in path.split('/').filter(|s| !s.is_empty()) {
             let full = if parent.is_empty() {
@@ -442,6 +483,47 @@ impl OpenBao {
             .to_string();
         super::secrets::register(&token);
         token
+    }
+
+    /// The accessors of the tokens that exist in `namespace`. On Vault, where the token
+    /// store is shared, those whose login path lies under the namespace's prefix.
+    pub async fn token_accessors(&self, namespace: &str) -> Vec<String> {
+        let (status, body) = self
+            .api_status("LIST", namespace, "auth/token/accessors", None)
+            .await;
+        if status == 404 {
+            return Vec::new();
+        }
+        let all = body["data"]["keys"]
+            .as_array()
+            .unwrap_or_else(|| panic!("LIST auth/token/accessors: {body}"))
+            .iter()
+            .map(|k| k.as_str().expect("accessor").to_owned());
+        let ns = namespace.trim_matches('/');
+        if Server::current().has_namespaces() || ns.is_empty() {
+            return all.collect();
+        }
+        let login_prefix = format!("auth/{ns}/");
+        let mut accessors = Vec::new();
+        for accessor in all {
+            let (status, token) = self
+                .api_status(
+                    "POST",
+                    "",
+                    "auth/token/lookup-accessor",
+                    Some(json!({ "accessor": accessor })),
+                )
+                .await;
+            // A token may expire between the list and its lookup.
+            if status == 200
+                && token["data"]["path"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with(&login_prefix))
+            {
+                accessors.push(accessor);
+            }
+        }
+        accessors
     }
 
     async fn is_ready(&self) -> Result<(), String> {

@@ -8,6 +8,8 @@
 //!   1.56.3, which sends the socket path as `:authority`) and v1.6.x; it calls
 //!   our socket with `MountContent`, and the driver's atomic writer puts the
 //!   files into the target directory.
+//! * On HashiCorp Vault, a Mount's `vaultNamespace` is turned into path prefixes before
+//!   it is sent ([`super::flavour`]), as the suites' set-up put the mounts there.
 //! * [`Volume`] is that target directory: a tmpfs when we may mount one (root),
 //!   otherwise a plain temporary directory.
 //!
@@ -22,6 +24,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+use super::flavour::prefix_attributes;
 
 /// A running `vault-secrets-provider serve`.
 pub struct Provider {
@@ -373,7 +377,7 @@ pub fn driver_clients() -> Vec<DriverClient> {
 /// One line of [`DriverClient::storm`]'s input: a Mount of `attributes` into `target`.
 pub fn storm_request(attributes: &Value, secrets: &str, target: &Path) -> Value {
     json!({
-        "attributes": attributes.to_string(),
+        "attributes": prefix_attributes(attributes).to_string(),
         "secrets": secrets,
         "targetPath": target,
         "permission": "420",
@@ -442,7 +446,8 @@ impl DriverClient {
         secrets: &str,
         target: &Path,
     ) -> MountResult {
-        self.mount_raw(provider, &attributes.to_string(), secrets, target, "420")
+        let attributes = prefix_attributes(attributes).to_string();
+        self.mount_raw(provider, &attributes, secrets, target, "420")
     }
 
     /// Like [`mount`](Self::mount), given only the providers directory (for
@@ -455,7 +460,7 @@ impl DriverClient {
         target: &Path,
     ) -> MountResult {
         let request = json!({
-            "attributes": attributes.to_string(),
+            "attributes": prefix_attributes(attributes).to_string(),
             "secrets": secrets,
             "targetPath": target,
             "permission": "420",
