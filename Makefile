@@ -107,7 +107,7 @@ install-tools:
 # Their tests that never reach a Vault server (the socket, our stand-in hostile servers, the
 # support code's own unit tests) run once, in the OpenBao pass.
 VAULT_SUITES := mount lifecycle faults tls bad_input security tenants tenants_bounds tenants_fair \
-	ops kubernetes
+	ops kubernetes freshness secret_sync
 VAULT_PASS_SKIP := support:: socket_is_private_and_removed_on_sigterm socket_mode_and_owner \
 	healthz_and_readyz_follow_the_socket \
 	redirects_lead_only_to_allowed_origins non_vault_bodies_are_never_quoted \
