@@ -45,7 +45,7 @@ use tokio::time::Instant;
 use super::direct::Written;
 use super::{Due, Provider, Statics, direct};
 use crate::proto::File;
-use crate::request::{AuthMethod, MountPlan, ObjectSpec};
+use crate::request::{AuthMethod, MountPlan, ObjectSpec, VaultTarget};
 use crate::telemetry::metrics::{Refreshed, metrics};
 use crate::vault::{Tenant, Vault};
 
@@ -96,12 +96,15 @@ struct State {
     by_target: HashMap<PathBuf, Volume>,
     /// (when, registration): the schedule.
     queue: BTreeSet<(Instant, u64)>,
-    targets: HashMap<u64, PathBuf>,
+    /// Registration → its plan (whose `target_path` keys `by_target`).
+    targets: HashMap<u64, Arc<MountPlan>>,
     per_tenant: HashMap<Tenant, usize>,
     next_id: u64,
     /// One copy of each SecretProviderClass's objects, by digest: the pods of
     /// one Deployment share it.
     objects: HashMap<[u8; 32], Weak<[ObjectSpec]>>,
+    /// One copy of each Vault server's address and TLS settings.
+    vaults: HashMap<VaultTarget, Weak<VaultTarget>>,
 }
 
 struct Volume {
@@ -205,10 +208,12 @@ impl Volumes {
         let content_due = next_content(now, kv_due, written.ran.due);
         let id = state.next_id;
         state.next_id += 1;
+        plan.vault = state.share_target(&plan.vault);
+        let plan = Arc::new(plan);
         let target = plan.target_path.clone();
         let volume = Volume {
             id,
-            plan: Arc::new(plan),
+            plan: plan.clone(),
             tenant: tenant.clone(),
             device,
             digest: written.digest,
@@ -220,7 +225,7 @@ impl Volumes {
             stale: false,
         };
         state.queue.insert((volume.due, id));
-        state.targets.insert(id, target.clone());
+        state.targets.insert(id, plan);
         *state.per_tenant.entry(tenant).or_default() += 1;
         state.by_target.insert(target, volume);
         drop(state);
@@ -258,7 +263,7 @@ impl Volumes {
                 break;
             }
             state.queue.pop_first();
-            let Some(target) = state.targets.get(&id).cloned() else {
+            let Some(target) = state.targets.get(&id).map(|p| p.target_path.clone()) else {
                 continue;
             };
             let Some(volume) = state.by_target.get(&target) else {
@@ -422,7 +427,7 @@ impl Volumes {
         let now = Instant::now();
         {
             let mut state = self.state();
-            let Some(target) = state.targets.get(&id).cloned() else {
+            let Some(target) = state.targets.get(&id).map(|p| p.target_path.clone()) else {
                 return;
             };
             let Some(volume) = state.by_target.get_mut(&target) else {
@@ -468,7 +473,7 @@ impl Volumes {
     fn forget(&self, id: u64) {
         let forgotten = {
             let mut state = self.state();
-            match state.targets.get(&id).cloned() {
+            match state.targets.get(&id).map(|p| p.target_path.clone()) {
                 Some(target) => state.remove(&target),
                 None => false,
             }
@@ -496,6 +501,20 @@ impl State {
         }
         self.objects.insert(key, Arc::downgrade(objects));
         objects.clone()
+    }
+
+    /// The tracked copy of the Vault server `target` names, if a volume
+    /// holds one, else `target`.
+    fn share_target(&mut self, target: &Arc<VaultTarget>) -> Arc<VaultTarget> {
+        if let Some(found) = self.vaults.get(target).and_then(Weak::upgrade) {
+            return found;
+        }
+        if self.vaults.len() > 2 * self.by_target.len() + 64 {
+            self.vaults.retain(|_, weak| weak.strong_count() > 0);
+        }
+        self.vaults
+            .insert(VaultTarget::clone(target), Arc::downgrade(target));
+        target.clone()
     }
 
     /// Removes the registration of `target`, if any.

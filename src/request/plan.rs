@@ -46,7 +46,7 @@ pub struct MountPlan {
     /// `secretProviderClass` if the driver sent it (v1.5 rotation does not).
     pub spc_name: Option<String>,
     /// The Vault server.
-    pub vault: VaultTarget,
+    pub vault: Arc<VaultTarget>,
     /// How to log in.
     pub auth: AuthPlan,
     /// What to fetch and write, in `objects` order (shared: volumes of one
@@ -169,7 +169,7 @@ pub fn parse(request: &MountRequest, defaults: &Defaults) -> Result<MountPlan, R
     Ok(MountPlan {
         pod,
         spc_name: params.get("secretProviderClass"),
-        vault,
+        vault: Arc::new(vault),
         auth,
         objects: objects.vault.into(),
         templates: objects.templates,
