@@ -164,63 +164,6 @@ async fn a_certificate_refresh_reads_no_kv() {
     assert_eq!(volume.read("k"), "two", "the next Mount reads KV");
 }
 
-/// OpenBao's database engine on `pg` in `d`'s namespace (credentials with a
-/// 6 s TTL and a 20 s max TTL) and an AppRole `db` whose tokens live 6 s
-/// (max 2 min) that may read and renew them: the Mount's attributes and
-/// secrets, and the secret ID.
-async fn database(d: &Deployment, pg: &support::postgres::Postgres) -> (Value, String, String) {
-    let bao = d.bao;
-    bao.enable_secrets(&d.ns, "database", "database", None)
-        .await;
-    bao.api(
-        "POST",
-        &d.ns,
-        "database/config/pg",
-        Some(json!({
-            "plugin_name": "postgresql-database-plugin",
-            "connection_url": format!("postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres?sslmode=disable", pg.port),
-            "username": "postgres",
-            "password": "unused-with-trust-auth",
-            "allowed_roles": "app",
-        })),
-    )
-    .await;
-    bao.api(
-        "POST",
-        &d.ns,
-        "database/roles/app",
-        Some(json!({
-            "db_name": "pg",
-            "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"],
-            "default_ttl": "6s",
-            "max_ttl": "20s",
-        })),
-    )
-    .await;
-    bao.write_policy(
-        &d.ns,
-        "db",
-        r#"path "database/creds/app" { capabilities = ["read"] }
-path "sys/leases/renew" { capabilities = ["update"] }"#,
-    )
-    .await;
-    let (role_id, secret_id) = bao
-        .approle(
-            &d.ns,
-            "approle",
-            "db",
-            &["db"],
-            json!({"token_ttl": "6s", "token_max_ttl": "120s"}),
-        )
-        .await;
-    let objects = "- objectName: username\n  secretPath: database/creds/app\n  secretKey: username\n\
-                   - objectName: password\n  secretPath: database/creds/app\n  secretKey: password\n";
-    let mut attributes = d.attributes(objects);
-    attributes["roleId"] = json!(role_id);
-    let secrets = json!({"secretId": secret_id}).to_string();
-    (attributes, secrets, secret_id)
-}
-
 /// Response mode (the driver writes the files), one Mount and no rotation:
 /// the provider still renews the pod's Vault token and its lease (6 s TTLs)
 /// in the background, so the credentials the driver wrote keep logging in
@@ -229,7 +172,14 @@ path "sys/leases/renew" { capabilities = ["update"] }"#,
 async fn tokens_and_leases_are_renewed_in_the_background() {
     let pg = support::postgres::Postgres::start();
     let d = Deployment::new("renew-db").await;
-    let (attributes, secrets, secret_id) = database(&d, &pg).await;
+    let (attributes, secrets, secret_id) = d
+        .database(
+            &pg,
+            "6s",
+            "20s",
+            json!({"token_ttl": "6s", "token_max_ttl": "120s"}),
+        )
+        .await;
     let provider = Provider::start(&d.bao.addr, &[]);
     let volume = Volume::new();
     v16_client()
@@ -262,7 +212,14 @@ async fn tokens_and_leases_are_renewed_in_the_background() {
 async fn leased_database_credentials_stay_valid_without_mounts() {
     let pg = support::postgres::Postgres::start();
     let d = Deployment::new("fresh-db").await;
-    let (attributes, secrets, secret_id) = database(&d, &pg).await;
+    let (attributes, secrets, secret_id) = d
+        .database(
+            &pg,
+            "6s",
+            "20s",
+            json!({"token_ttl": "6s", "token_max_ttl": "120s"}),
+        )
+        .await;
     // KV interval off: only the lease drives this volume.
     let provider = direct_provider(&d.bao.addr, "0s");
     let volume = Volume::new();

@@ -441,48 +441,7 @@ async fn leased_database_credentials_are_renewed_then_replaced() {
     let pg = support::postgres::Postgres::start();
     let d = Deployment::new("database").await;
     let bao = d.bao;
-    bao.enable_secrets(&d.ns, "database", "database", None)
-        .await;
-    bao.api(
-        "POST",
-        &d.ns,
-        "database/config/pg",
-        Some(json!({
-            "plugin_name": "postgresql-database-plugin",
-            "connection_url": format!("postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres?sslmode=disable", pg.port),
-            "username": "postgres",
-            "password": "unused-with-trust-auth",
-            "allowed_roles": "app",
-        })),
-    )
-    .await;
-    bao.api(
-        "POST",
-        &d.ns,
-        "database/roles/app",
-        Some(json!({
-            "db_name": "pg",
-            "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"],
-            "default_ttl": "6s",
-            "max_ttl": "14s",
-        })),
-    )
-    .await;
-    bao.write_policy(
-        &d.ns,
-        "db",
-        r#"path "database/creds/app" { capabilities = ["read"] }
-path "sys/leases/renew" { capabilities = ["update"] }"#,
-    )
-    .await;
-    let (role_id, secret_id) = bao
-        .approle(&d.ns, "approle", "db", &["db"], json!({}))
-        .await;
-    let objects = "- objectName: username\n  secretPath: database/creds/app\n  secretKey: username\n\
-                   - objectName: password\n  secretPath: database/creds/app\n  secretKey: password\n";
-    let mut attributes = d.attributes(objects);
-    attributes["roleId"] = json!(role_id);
-    let secrets = json!({"secretId": secret_id}).to_string();
+    let (attributes, secrets, secret_id) = d.database(&pg, "6s", "14s", json!({})).await;
     let provider = Provider::start(&bao.addr, &[]);
     let lease_ttl = |user: &str| {
         let sql = format!(

@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use super::openbao::{OpenBao, deployment_namespace};
+use super::postgres::Postgres;
 
 /// The pod every Mount's attributes name unless a test overrides them.
 pub const POD_NAME: &str = "app-0";
@@ -114,6 +115,61 @@ impl Deployment {
 
     pub async fn put(&self, path: &str, data: Value) -> u64 {
         self.bao.kv2_put(&self.ns, "secret", path, data).await
+    }
+
+    /// OpenBao's database engine on `pg`: role `app` issues PostgreSQL
+    /// credentials with `ttl` and `max_ttl`, and an AppRole `db` (with token
+    /// settings `token`) may read and renew them. Returns the Mount's
+    /// attributes for objects `username` and `password`, its secrets, and the
+    /// secret ID.
+    pub async fn database(
+        &self,
+        pg: &Postgres,
+        ttl: &str,
+        max_ttl: &str,
+        token: Value,
+    ) -> (Value, String, String) {
+        let (bao, ns) = (self.bao, self.ns.as_str());
+        bao.enable_secrets(ns, "database", "database", None).await;
+        bao.api(
+            "POST",
+            ns,
+            "database/config/pg",
+            Some(json!({
+                "plugin_name": "postgresql-database-plugin",
+                "connection_url": format!("postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres?sslmode=disable", pg.port),
+                "username": "postgres",
+                "password": "unused-with-trust-auth",
+                "allowed_roles": "app",
+            })),
+        )
+        .await;
+        bao.api(
+            "POST",
+            ns,
+            "database/roles/app",
+            Some(json!({
+                "db_name": "pg",
+                "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"],
+                "default_ttl": ttl,
+                "max_ttl": max_ttl,
+            })),
+        )
+        .await;
+        bao.write_policy(
+            ns,
+            "db",
+            r#"path "database/creds/app" { capabilities = ["read"] }
+path "sys/leases/renew" { capabilities = ["update"] }"#,
+        )
+        .await;
+        let (role_id, secret_id) = bao.approle(ns, "approle", "db", &["db"], token).await;
+        let objects = "- objectName: username\n  secretPath: database/creds/app\n  secretKey: username\n\
+                       - objectName: password\n  secretPath: database/creds/app\n  secretKey: password\n";
+        let mut attributes = self.attributes(objects);
+        attributes["roleId"] = json!(role_id);
+        let secrets = json!({"secretId": secret_id}).to_string();
+        (attributes, secrets, secret_id)
     }
 
     /// A PKI mount `pki` in the namespace (a root CA, a role `app` for
