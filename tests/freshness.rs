@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::certs::watch_certificates;
 use support::deployment::Deployment;
-use support::jwt::{service_account_jwt, signing_key, tokens_attribute, unix_now};
+use support::jwt::{service_account_jwt, tokens_attribute, unix_now};
 use support::provider::{Provider, Volume, assert_log_clean, v16_client};
 
 /// KV re-read interval of these tests' providers.
@@ -271,29 +271,16 @@ async fn a_jwt_volume_goes_stale_at_max_ttl_until_the_next_mount() {
     let d = Deployment::new("fresh-jwt").await;
     let bao = d.bao;
     d.put("app", json!({"k": "one"})).await;
-    let (private_pem, public_pem) = signing_key();
-    bao.enable_auth(&d.ns, "jwt", "jwt").await;
-    bao.api(
-        "POST",
-        &d.ns,
-        "auth/jwt/config",
-        Some(json!({"jwt_validation_pubkeys": [public_pem]})),
-    )
-    .await;
-    bao.api(
-        "POST",
-        &d.ns,
-        "auth/jwt/role/app",
-        Some(json!({
+    let private_pem = d
+        .jwt_role(json!({
             "role_type": "jwt",
             "user_claim": "sub",
             "bound_audiences": ["vault"],
             "token_policies": ["app-read"],
             "token_ttl": "3s",
             "token_max_ttl": "6s",
-        })),
-    )
-    .await;
+        }))
+        .await;
     let attributes = || {
         let jwt = service_account_jwt(&private_pem, "vault", unix_now() + 600, "app");
         let mut a =

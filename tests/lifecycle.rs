@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::certs::public_key;
 use support::deployment::{Deployment, RootApp, merge};
-use support::jwt::{service_account_jwt, signing_key, tokens_attribute, unix_now};
+use support::jwt::{service_account_jwt, tokens_attribute, unix_now};
 use support::openbao::{OpenBao, unique};
 use support::provider::{
     Provider, Volume, assert_log_clean, mount_fresh, storm_request, v16_client,
@@ -25,29 +25,16 @@ async fn jwt_auth_with_audiences_and_expiry() {
     let d = Deployment::new("jwt").await;
     let bao = d.bao;
     d.put("app", json!({"k": "via-jwt"})).await;
-    let (private_pem, public_pem) = signing_key();
-    bao.enable_auth(&d.ns, "jwt", "jwt").await;
-    bao.api(
-        "POST",
-        &d.ns,
-        "auth/jwt/config",
-        Some(json!({"jwt_validation_pubkeys": [public_pem]})),
-    )
-    .await;
-    bao.api(
-        "POST",
-        &d.ns,
-        "auth/jwt/role/app",
-        Some(json!({
+    let private_pem = d
+        .jwt_role(json!({
             "role_type": "jwt",
             "user_claim": "sub",
             "bound_audiences": ["vault"],
             "bound_subject": "system:serviceaccount:default:app",
             "token_policies": ["app-read"],
             "token_ttl": "10m",
-        })),
-    )
-    .await;
+        }))
+        .await;
     let provider = Provider::start(&bao.addr, &[]);
     let attributes = |pod_uid: &str, tokens: String| {
         let mut a =

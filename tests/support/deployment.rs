@@ -172,6 +172,26 @@ path "sys/leases/renew" { capabilities = ["update"] }"#,
         (attributes, secrets, secret_id)
     }
 
+    /// JWT auth at `jwt` checking signatures with a new key, and its role
+    /// `app` (`role`: the role's settings); returns the private key (PEM)
+    /// to sign pod tokens with ([`super::jwt::service_account_jwt`]).
+    pub async fn jwt_role(&self, role: Value) -> String {
+        let (private_pem, public_pem) = super::jwt::signing_key();
+        self.bao.enable_auth(&self.ns, "jwt", "jwt").await;
+        self.bao
+            .api(
+                "POST",
+                &self.ns,
+                "auth/jwt/config",
+                Some(json!({"jwt_validation_pubkeys": [public_pem]})),
+            )
+            .await;
+        self.bao
+            .api("POST", &self.ns, "auth/jwt/role/app", Some(role))
+            .await;
+        private_pem
+    }
+
     /// A PKI mount `pki` in the namespace (a root CA, a role `app` for
     /// `*.svc` backdating by 1 s), and an AppRole `fresh` that may issue from
     /// it and read `secret/data/app*`: its role ID and secret ID.
