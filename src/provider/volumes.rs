@@ -53,6 +53,48 @@ use crate::vault::{Tenant, Vault};
 const CONCURRENCY: usize = 8;
 /// How often a tracked volume is checked for still being mounted, at most.
 pub const CHECK_EVERY: Duration = Duration::from_secs(30);
+/// Most bytes all tracked volumes keep (their plans and KV responses); a pod
+/// namespace may keep a quarter. A volume beyond it is not tracked.
+const KEPT_BYTES: usize = 64 << 20;
+/// Largest KV responses one volume keeps for reuse; beyond it, its
+/// certificate refreshes read KV again instead.
+const STATICS_MAX: usize = 64 << 10;
+
+/// Roughly the bytes a tracked plan keeps: its strings and a share for the
+/// structures around them (counted in full even where volumes share them).
+fn plan_weight(plan: &MountPlan) -> usize {
+    let objects: usize = plan
+        .objects
+        .iter()
+        .map(|o| {
+            let query: usize = o.source.query.iter().map(|(k, v)| k.len() + v.len()).sum();
+            256 + o.name.as_str().len()
+                + o.source.path.len()
+                + o.source.args.as_ref().map_or(0, String::len)
+                + query
+        })
+        .sum();
+    let templates: usize = plan
+        .templates
+        .iter()
+        .map(|t| 128 + t.name.as_str().len() + t.template.len())
+        .sum();
+    1024 + objects + templates + plan.target_path.as_os_str().len()
+}
+
+fn statics_bytes(statics: &Statics) -> usize {
+    statics.iter().flatten().map(|text| text.len()).sum()
+}
+
+/// `statics` if small enough to keep ([`STATICS_MAX`]), else none.
+fn keepable(statics: &Statics) -> Statics {
+    if statics_bytes(statics) <= STATICS_MAX {
+        statics.clone()
+    } else {
+        Vec::new()
+    }
+}
+
 /// "Never" for a schedule: a year away.
 const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -98,7 +140,10 @@ struct State {
     queue: BTreeSet<(Instant, u64)>,
     /// Registration → its plan (whose `target_path` keys `by_target`).
     targets: HashMap<u64, Arc<MountPlan>>,
-    per_tenant: HashMap<Tenant, usize>,
+    /// Tracked volumes and their kept bytes per pod namespace.
+    per_tenant: HashMap<Tenant, (usize, usize)>,
+    /// Kept bytes of all tracked volumes (plans and KV responses).
+    bytes: usize,
     next_id: u64,
     /// One copy of each SecretProviderClass's objects, by digest: the pods of
     /// one Deployment share it.
@@ -119,6 +164,9 @@ struct Volume {
     /// The last run's KV responses, reused when only a certificate or a
     /// lease is due.
     statics: Arc<Statics>,
+    /// Bytes it keeps ([`plan_weight`] + its KV responses), charged to
+    /// [`KEPT_BYTES`] and its namespace's quarter of it.
+    weight: usize,
     /// When KV is next re-read.
     kv_due: Instant,
     /// When the plan runs again (KV interval, or a certificate or lease).
@@ -191,15 +239,22 @@ impl Volumes {
         let mut state = self.state();
         state.remove(&plan.target_path);
         plan.objects = state.share(&plan.objects);
-        let held = state.per_tenant.get(&tenant).copied().unwrap_or(0);
-        if state.by_target.len() >= self.capacity || held >= self.tenant_cap {
+        let (held, held_bytes) = state.per_tenant.get(&tenant).copied().unwrap_or_default();
+        let statics = keepable(&written.ran.statics);
+        let weight = plan_weight(&plan) + statics_bytes(&statics);
+        if state.by_target.len() >= self.capacity
+            || held >= self.tenant_cap
+            || state.bytes + weight > KEPT_BYTES
+            || held_bytes + weight > KEPT_BYTES / 4
+        {
             drop(state);
             metrics().volume_untracked();
             tracing::warn!(
                 pod = plan.pod.name.as_deref().unwrap_or(""),
                 pod_namespace = plan.pod.namespace.as_deref().unwrap_or(""),
-                "volume not kept fresh: --max-tracked-volumes (or this pod namespace's quarter \
-                 of it) is reached; it is refreshed only by the driver's Mounts"
+                "volume not kept fresh: --max-tracked-volumes, or the bytes tracked volumes may \
+                 keep (or this pod namespace's quarter of either), is reached; it is refreshed \
+                 only by the driver's Mounts"
             );
             self.publish();
             return;
@@ -217,7 +272,8 @@ impl Volumes {
             tenant: tenant.clone(),
             device,
             digest: written.digest,
-            statics: Arc::new(written.ran.statics.clone()),
+            statics: Arc::new(statics),
+            weight,
             kv_due,
             content_due,
             due: content_due.min(now + CHECK_EVERY),
@@ -226,7 +282,10 @@ impl Volumes {
         };
         state.queue.insert((volume.due, id));
         state.targets.insert(id, plan);
-        *state.per_tenant.entry(tenant).or_default() += 1;
+        let held = state.per_tenant.entry(tenant).or_default();
+        held.0 += 1;
+        held.1 += weight;
+        state.bytes += weight;
         state.by_target.insert(target, volume);
         drop(state);
         self.publish();
@@ -430,6 +489,7 @@ impl Volumes {
             let Some(target) = state.targets.get(&id).map(|p| p.target_path.clone()) else {
                 return;
             };
+            let mut recharge = None;
             let Some(volume) = state.by_target.get_mut(&target) else {
                 return;
             };
@@ -446,8 +506,8 @@ impl Volumes {
                     volume.stale = false;
                     if let Some(statics) = statics {
                         // KV was read: the interval starts again.
-                        volume.statics = statics;
                         volume.kv_due = self.next_kv(now);
+                        recharge = Some(statics);
                     }
                     volume.content_due = next_content(now, volume.kv_due, due);
                 }
@@ -462,8 +522,11 @@ impl Volumes {
                 }
             }
             volume.due = volume.content_due.min(now + CHECK_EVERY);
-            let due = volume.due;
+            let (due, tenant) = (volume.due, volume.tenant.clone());
             state.queue.insert((due, id));
+            if let Some(statics) = recharge {
+                state.keep_statics(&target, &tenant, &statics);
+            }
         }
         self.publish();
         self.wake.notify_one();
@@ -517,6 +580,34 @@ impl State {
         target.clone()
     }
 
+    /// Keeps `statics` (a new KV read) for the volume at `target` if they fit
+    /// the byte bounds, else none: its next refreshes then read KV again.
+    fn keep_statics(&mut self, target: &PathBuf, tenant: &Tenant, statics: &Statics) {
+        let (total, held) = (
+            self.bytes,
+            self.per_tenant.get(tenant).map_or(0, |held| held.1),
+        );
+        let Some(volume) = self.by_target.get_mut(target) else {
+            return;
+        };
+        let base = volume.weight - statics_bytes(&volume.statics);
+        let mut kept = keepable(statics);
+        let fits = |extra: usize| {
+            total - volume.weight + extra <= KEPT_BYTES
+                && held - volume.weight + extra <= KEPT_BYTES / 4
+        };
+        if !fits(base + statics_bytes(&kept)) {
+            kept = Vec::new();
+        }
+        let weight = base + statics_bytes(&kept);
+        self.bytes = total - volume.weight + weight;
+        if let Some(held) = self.per_tenant.get_mut(tenant) {
+            held.1 = held.1 - volume.weight + weight;
+        }
+        volume.weight = weight;
+        volume.statics = Arc::new(kept);
+    }
+
     /// Removes the registration of `target`, if any.
     fn remove(&mut self, target: &PathBuf) -> bool {
         let Some(volume) = self.by_target.remove(target) else {
@@ -524,9 +615,11 @@ impl State {
         };
         self.queue.remove(&(volume.due, volume.id));
         self.targets.remove(&volume.id);
-        if let Some(count) = self.per_tenant.get_mut(&volume.tenant) {
-            *count -= 1;
-            if *count == 0 {
+        self.bytes -= volume.weight;
+        if let Some(held) = self.per_tenant.get_mut(&volume.tenant) {
+            held.0 -= 1;
+            held.1 -= volume.weight;
+            if held.0 == 0 {
                 self.per_tenant.remove(&volume.tenant);
             }
         }
@@ -549,4 +642,97 @@ enum Outcome {
     Failed(String),
     /// A Kubernetes/JWT volume without a usable Vault token.
     Stale,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{MountRequest, MountResponse};
+    use crate::provider::Ran;
+    use crate::request::{Defaults, TlsSettings};
+
+    /// The plan of pod `pod` in namespace `ns` whose `objects` YAML is about
+    /// `objects_bytes` long (one object, its `secretArgs` padded).
+    fn plan(ns: &str, pod: usize, objects_bytes: usize) -> MountPlan {
+        let pad = "x".repeat(objects_bytes);
+        let objects = format!(
+            "- objectName: a\n  secretPath: pki/issue/app\n  method: PUT\n  secretArgs: {{pad: {pad}}}\n"
+        );
+        let attributes = serde_json::json!({
+            "roleId": "role", "objects": objects,
+            "csi.storage.k8s.io/pod.name": format!("pod-{pod}"),
+            "csi.storage.k8s.io/pod.namespace": ns,
+            "csi.storage.k8s.io/pod.uid": format!("uid-{ns}-{pod}"),
+        });
+        let request = MountRequest {
+            attributes: attributes.to_string(),
+            secrets: r#"{"secretId":"s"}"#.into(),
+            target_path: format!("/volumes/{ns}/{pod}"),
+            permission: "420".into(),
+            current_object_version: vec![],
+        };
+        let defaults = Defaults {
+            vault_address: url::Url::parse("http://127.0.0.1:8200").unwrap(),
+            vault_namespace: None,
+            tls: TlsSettings::default(),
+            allowed_vault_addrs: Default::default(),
+            spc_tls_dir: None,
+        };
+        crate::request::parse(&request, &defaults).expect("a valid plan")
+    }
+
+    fn written(statics_bytes: usize) -> Written {
+        Written {
+            ran: Ran {
+                response: MountResponse::default(),
+                due: None,
+                statics: vec![Some(Arc::from("k".repeat(statics_bytes)))],
+            },
+            device: Some(1),
+            digest: [0; 32],
+        }
+    }
+
+    #[tokio::test]
+    async fn what_tracked_volumes_keep_is_bounded_in_bytes_per_namespace() {
+        let volumes = Volumes::new(Duration::from_secs(120), 10_000);
+        // ~900 KiB plans: a namespace's quarter of the byte bound holds a
+        // handful, far below its quarter of the volume count.
+        for pod in 0..40 {
+            volumes.track(plan("greedy", pod, 900 << 10), &written(0));
+        }
+        let greedy = volumes.len();
+        assert!((10..=18).contains(&greedy), "{greedy} tracked");
+        // Another namespace is not crowded out.
+        for pod in 0..40 {
+            volumes.track(plan("other", pod, 100), &written(0));
+        }
+        assert_eq!(volumes.len(), greedy + 40);
+        let state = volumes.state();
+        assert!(state.bytes <= KEPT_BYTES);
+        assert!(
+            state
+                .per_tenant
+                .values()
+                .all(|held| held.1 <= KEPT_BYTES / 4)
+        );
+    }
+
+    #[tokio::test]
+    async fn large_kv_responses_are_not_kept_for_reuse() {
+        let volumes = Volumes::new(Duration::from_secs(120), 10_000);
+        volumes.track(plan("ns", 0, 100), &written(STATICS_MAX + 1));
+        volumes.track(plan("ns", 1, 100), &written(1000));
+        let state = volumes.state();
+        let kept = |pod: usize| {
+            let volume = &state.by_target[std::path::Path::new(&format!("/volumes/ns/{pod}"))];
+            statics_bytes(&volume.statics)
+        };
+        assert_eq!((kept(0), kept(1)), (0, 1000));
+        // Replacing a registration gives its bytes back.
+        drop(state);
+        let before = volumes.state().bytes;
+        volumes.track(plan("ns", 1, 100), &written(1000));
+        assert_eq!(volumes.state().bytes, before);
+    }
 }
